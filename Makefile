@@ -1,0 +1,34 @@
+# The README's two commands, `make demo` and `make test`, do all set-up on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test bench lint clean
+
+venv: $(STAMP)
+
+# torch is pinned to the CPU wheel on disk via the constraints file and installed in the
+# same pip command, so no extra resolves to a CUDA build.
+$(STAMP): pyproject.toml constraints-dev.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -qq --upgrade pip
+	$(BIN)/pip install -qq -c constraints-dev.txt "torch==2.13.0" -e ".[all,dev]"
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/carbon-callbacks demo
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/pip install -qq -c constraints-dev.txt -e ".[bench]"
+	$(BIN)/python benchmarks/run_all.py
+
+lint: venv
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""carbon-callbacks: per-epoch energy and CO2e for ML training."""

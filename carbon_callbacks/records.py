@@ -1,0 +1,199 @@
+"""Value objects that cross boundaries: sensor readings, measured windows, epoch records, runs.
+
+Every figure carries a low/high range set by how it was obtained (see ``Method``), so a window
+can say "12.4 Wh (11.9-13.1)" rather than a single number that looks more exact than it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Method = Literal["counter", "polled", "model", "unavailable"]
+"""How a component's energy was obtained, best first.
+
+- ``counter``: a hardware energy counter (RAPL ``energy_uj``, NVML total energy).
+- ``polled``: instantaneous power sampled by the meter's thread and integrated by trapezoid.
+- ``model``: an estimate (CPU load x TDP, RAM W/GB); always labelled, never 0 W when busy.
+- ``unavailable``: nothing could be read or modelled; joules are 0 and the reason says why.
+"""
+
+METHOD_RANK: Mapping[str, int] = {"counter": 0, "polled": 1, "model": 2, "unavailable": 3}
+
+JOULES_PER_KWH = 3_600_000.0
+JOULES_PER_WH = 3_600.0
+
+COMPONENTS: tuple[str, ...] = ("cpu", "gpu", "ram")
+
+
+def worst_method(methods: Any) -> str:
+    """The least exact of several methods (a window is only as good as its worst part)."""
+    ranked = sorted(methods, key=lambda m: METHOD_RANK.get(m, 99))
+    return ranked[-1] if ranked else "unavailable"
+
+
+@dataclass(frozen=True)
+class ComponentEnergy:
+    """Energy of one component (``cpu``, ``gpu`` or ``ram``) over a window, with its range."""
+
+    name: str
+    joules: float
+    low: float
+    high: float
+    method: str
+    reason: str = ""
+    devices: tuple[str, ...] = ()
+
+    @property
+    def kwh(self) -> float:
+        """Energy in kWh."""
+        return self.joules / JOULES_PER_KWH
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A point in time on the meter: cumulative joules per component since ``start()``.
+
+    Returned by ``EnergyMeter.mark()``; two readings make a ``Window``.
+    """
+
+    monotonic: float
+    wall: float
+    joules: Mapping[str, float]
+    methods: Mapping[str, str] = field(default_factory=dict)
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class Window:
+    """Energy used between two readings, per component, with ranges and methods."""
+
+    start_wall: float
+    end_wall: float
+    seconds: float
+    components: Mapping[str, ComponentEnergy]
+
+    @property
+    def joules(self) -> float:
+        """Total joules over all components."""
+        return sum(c.joules for c in self.components.values())
+
+    @property
+    def low(self) -> float:
+        """Lower bound of the total joules."""
+        return sum(c.low for c in self.components.values())
+
+    @property
+    def high(self) -> float:
+        """Upper bound of the total joules."""
+        return sum(c.high for c in self.components.values())
+
+    @property
+    def kwh(self) -> float:
+        """Total energy in kWh."""
+        return self.joules / JOULES_PER_KWH
+
+    @property
+    def power_w(self) -> float:
+        """Mean power over the window in watts (0 for an empty window)."""
+        return self.joules / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def methods(self) -> dict[str, str]:
+        """The method used for each component."""
+        return {name: c.method for name, c in self.components.items()}
+
+    def component_joules(self, name: str) -> float:
+        """Joules of one component, 0 when the meter has no such component."""
+        c = self.components.get(name)
+        return c.joules if c is not None else 0.0
+
+    def __str__(self) -> str:
+        wh = self.joules / JOULES_PER_WH
+        return (
+            f"{wh:.4g} Wh ({self.low / JOULES_PER_WH:.4g}-{self.high / JOULES_PER_WH:.4g}) "
+            f"over {self.seconds:.3g} s, {self.power_w:.3g} W"
+        )
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch (or evaluation) of a run: its energy, CO2e and the model's metrics.
+
+    ``energy_kwh_total``/``co2_g_total`` are cumulative since fit start (training epochs plus
+    evaluation), so the run's metric-vs-CO2e curve can be drawn from the records alone.
+    """
+
+    epoch: int
+    start_wall: float
+    end_wall: float
+    seconds: float
+    energy_kwh: float
+    energy_kwh_low: float
+    energy_kwh_high: float
+    co2_g: float
+    co2_g_low: float
+    co2_g_high: float
+    energy_kwh_total: float
+    co2_g_total: float
+    power_w: float
+    intensity_g_per_kwh: float
+    intensity_source: str = ""
+    cpu_energy_kwh: float = 0.0
+    gpu_energy_kwh: float = 0.0
+    ram_energy_kwh: float = 0.0
+    methods: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    stage: str = "train"
+    pue: float = 1.0
+
+    LOG_KEYS = (
+        "energy_kwh",
+        "energy_kwh_total",
+        "co2_g",
+        "co2_g_total",
+        "power_w",
+        "cpu_energy_kwh",
+        "gpu_energy_kwh",
+        "ram_energy_kwh",
+        "intensity_g_per_kwh",
+    )
+
+    def log_dict(self, prefix: str = "") -> dict[str, float]:
+        """The per-epoch keys every adapter logs (DESIGN.md's table), with an optional prefix."""
+        return {f"{prefix}{k}": float(getattr(self, k)) for k in self.LOG_KEYS}
+
+    def metric(self, name: str) -> float | None:
+        """The value of a logged metric for this epoch, or None if it was not logged."""
+        value = self.metrics.get(name)
+        return None if value is None else float(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for the ledger and exports)."""
+        d = dataclasses.asdict(self)
+        d["methods"] = dict(self.methods)
+        d["metrics"] = {k: float(v) for k, v in self.metrics.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EpochRecord:
+        """Rebuild a record from ``to_dict()`` output, ignoring unknown keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A finished (or interrupted) run: its epochs, totals and why it stopped."""
+
+    run_id: str
+    start_wall: float
+    end_wall: float
+    epochs: tuple[EpochRecord, ...]
+    energy_kwh: float
+    co2_g: float
+    stopped_early: bool = False
+    stop_reason: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
