@@ -1,0 +1,1014 @@
+"""The run ledger: an append-only store of every run and each of its epoch records.
+
+One SQLite file in WAL mode by default (stdlib ``sqlite3``, nothing to install), at a per-user
+data location; the same tables on PostgreSQL (or any SQLAlchemy URL) for a team. Each epoch is
+committed as it ends, so a killed run keeps every finished epoch, and several processes can write
+at once. When the store cannot be written (a corrupt or locked SQLite file, an unreachable
+server), records go to a local JSONL spool instead, the user is told once, and the spool is
+written to the store as soon as it is back (or by ``carbon-callbacks spool flush``).
+
+Nothing is ever updated in place: a run is one row written when it starts, one row per epoch,
+and one row when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import logging
+import math
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from carbon_callbacks.records import EpochRecord
+
+logger = logging.getLogger(__name__)
+
+ENV_LEDGER = "CARBON_CALLBACKS_LEDGER"
+"""Environment variable naming the ledger (a file path or a database URL)."""
+
+ENV_PROJECT = "CARBON_CALLBACKS_PROJECT"
+ENV_TEAM = "CARBON_CALLBACKS_TEAM"
+
+SCHEMA_VERSION = 2
+"""The schema this code writes; older ledgers are migrated on open, newer ones are refused."""
+
+_FLOAT_COLUMNS = (
+    "start_wall",
+    "end_wall",
+    "seconds",
+    "energy_kwh",
+    "energy_kwh_low",
+    "energy_kwh_high",
+    "co2_g",
+    "co2_g_low",
+    "co2_g_high",
+    "energy_kwh_total",
+    "co2_g_total",
+    "power_w",
+    "intensity_g_per_kwh",
+    "cpu_energy_kwh",
+    "gpu_energy_kwh",
+    "ram_energy_kwh",
+    "pue",
+)
+
+# Each entry upgrades the schema by one version. The SQL is the common subset of SQLite and
+# PostgreSQL so both stores run the same statements. Never edit a released step: add one.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE TABLE IF NOT EXISTS runs ("
+        " run_id TEXT PRIMARY KEY, project TEXT, team TEXT, user_name TEXT, host TEXT,"
+        " git_commit TEXT, framework TEXT, start_wall DOUBLE PRECISION, location TEXT,"
+        " intensity_source TEXT, hardware TEXT, methods TEXT, hyperparameters TEXT,"
+        " metadata TEXT, recorded DOUBLE PRECISION)",
+        "CREATE TABLE IF NOT EXISTS epochs ("
+        " uid TEXT PRIMARY KEY, run_id TEXT NOT NULL, position INTEGER, epoch INTEGER,"
+        " stage TEXT, "
+        + ", ".join(f"{c} DOUBLE PRECISION" for c in _FLOAT_COLUMNS)
+        + ", intensity_source TEXT, methods TEXT, metrics TEXT, recorded DOUBLE PRECISION)",
+        "CREATE INDEX IF NOT EXISTS epochs_by_run ON epochs (run_id, end_wall)",
+        "CREATE TABLE IF NOT EXISTS run_ends ("
+        " run_id TEXT PRIMARY KEY, end_wall DOUBLE PRECISION, stopped_early INTEGER,"
+        " stop_reason TEXT, recorded DOUBLE PRECISION)",
+    ),
+    # v2: where a run came from (this library, or an imported CodeCarbon file), so imported
+    # history can be told apart in reports.
+    2: ("ALTER TABLE runs ADD COLUMN source TEXT",),
+}
+
+_RUN_COLUMNS = (
+    "run_id",
+    "project",
+    "team",
+    "user_name",
+    "host",
+    "git_commit",
+    "framework",
+    "start_wall",
+    "location",
+    "intensity_source",
+    "hardware",
+    "methods",
+    "hyperparameters",
+    "metadata",
+    "recorded",
+    "source",
+)
+_EPOCH_COLUMNS = (
+    "uid",
+    "run_id",
+    "position",
+    "epoch",
+    "stage",
+    *_FLOAT_COLUMNS,
+    "intensity_source",
+    "methods",
+    "metrics",
+    "recorded",
+)
+_END_COLUMNS = ("run_id", "end_wall", "stopped_early", "stop_reason", "recorded")
+
+_INSERT = {
+    table: (
+        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})"
+        f" ON CONFLICT DO NOTHING"
+    )
+    for table, cols in (
+        ("runs", _RUN_COLUMNS),
+        ("epochs", _EPOCH_COLUMNS),
+        ("run_ends", _END_COLUMNS),
+    )
+}
+
+
+class LedgerError(Exception):
+    """The ledger cannot answer (unknown run, unreadable store); the message says what to do."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The store cannot be reached or written right now; writes go to the spool meanwhile."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run as the ledger holds it: its metadata and totals over its epoch rows."""
+
+    run_id: str
+    project: str = ""
+    team: str = ""
+    user: str = ""
+    host: str = ""
+    git_commit: str = ""
+    framework: str = ""
+    start_wall: float = 0.0
+    end_wall: float | None = None
+    location: str = ""
+    intensity_source: str = ""
+    source: str = ""
+    hardware: Mapping[str, Any] = field(default_factory=dict)
+    methods: Mapping[str, Any] = field(default_factory=dict)
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    finished: bool = False
+    stopped_early: bool = False
+    stop_reason: str = ""
+    epochs: int = 0
+    energy_kwh: float = 0.0
+    co2_g: float = 0.0
+    seconds: float = 0.0
+    last_wall: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for exports)."""
+        return {
+            "run_id": self.run_id,
+            "project": self.project,
+            "team": self.team,
+            "user": self.user,
+            "host": self.host,
+            "git_commit": self.git_commit,
+            "framework": self.framework,
+            "start_wall": self.start_wall,
+            "end_wall": self.end_wall,
+            "location": self.location,
+            "intensity_source": self.intensity_source,
+            "source": self.source,
+            "hardware": dict(self.hardware),
+            "methods": dict(self.methods),
+            "hyperparameters": dict(self.hyperparameters),
+            "metadata": dict(self.metadata),
+            "finished": self.finished,
+            "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
+            "epochs": self.epochs,
+            "energy_kwh": self.energy_kwh,
+            "co2_g": self.co2_g,
+            "seconds": self.seconds,
+        }
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def default_data_dir() -> Path:
+    """The per-user data folder for carbon-callbacks (XDG on Linux, the OS's own elsewhere)."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "carbon-callbacks"
+
+
+def default_location() -> str:
+    """Where ``Ledger.open()`` looks: ``$CARBON_CALLBACKS_LEDGER``, else the per-user data file."""
+    env = os.environ.get(ENV_LEDGER, "").strip()
+    return env or str(default_data_dir() / "ledger.sqlite")
+
+
+def _is_url(location: str) -> bool:
+    return "://" in location
+
+
+def _sqlite_path(location: str) -> Path | None:
+    """The file path for a SQLite location (plain path or ``sqlite:///`` URL), else None."""
+    if location.startswith("sqlite:///"):
+        return Path(location[len("sqlite:///") :])
+    if location.startswith("sqlite://"):
+        raise ValueError(
+            f"ledger URL {location!r} has no file path; use 'sqlite:///path/to/ledger.sqlite'"
+        )
+    if _is_url(location):
+        return None
+    return Path(location).expanduser()
+
+
+def _sqlalchemy_url(location: str) -> str:
+    # psycopg 3 is the driver we depend on; SQLAlchemy's default for "postgresql://" is psycopg2.
+    for bare in ("postgresql://", "postgres://"):
+        if location.startswith(bare):
+            return "postgresql+psycopg://" + location[len(bare) :]
+    return location
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+# --------------------------------------------------------------------------- stores
+
+
+class _SqliteStore:
+    """SQLite through the standard library, WAL mode, one transaction per write."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._conn: sqlite3.Connection | None = None
+        self.label = str(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                str(self.path), timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerUnavailable(f"cannot open SQLite ledger {self.path}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk before add_epoch returns, not just in the OS cache.
+            conn.execute("PRAGMA synchronous=FULL")
+            _migrate_sqlite(conn)
+        except LedgerError:
+            conn.close()
+            raise
+        except sqlite3.Error as exc:
+            conn.close()
+            raise LedgerUnavailable(_sqlite_reason(self.path, exc)) from exc
+        self._conn = conn
+        return conn
+
+    def apply(self, ops: Sequence[Mapping[str, Any]]) -> None:
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for op in ops:
+                    conn.execute(_INSERT[op["table"]], op["row"])
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            # A file that turned bad (or got replaced) under us: reconnect next time.
+            self.close()
+            raise LedgerUnavailable(_sqlite_reason(self.path, exc)) from exc
+
+    def query(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        conn = self._connect()
+        try:
+            cur = conn.execute(sql, dict(params))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        except sqlite3.Error as exc:
+            self.close()
+            raise LedgerUnavailable(_sqlite_reason(self.path, exc)) from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+
+def _sqlite_reason(path: Path, exc: Exception) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return (
+            f"SQLite ledger {path} is corrupt ({text}); move it aside and run "
+            "`carbon-callbacks spool flush` to write the spooled records to a fresh one"
+        )
+    if "locked" in text or "busy" in text:
+        return f"SQLite ledger {path} is locked by another process ({text})"
+    return f"SQLite ledger {path} cannot be written ({text})"
+
+
+def _migrate_sqlite(conn: sqlite3.Connection) -> None:
+    # IMMEDIATE takes the write lock first, so two processes opening a new file at once
+    # do not both run the same step.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version"
+            " (version INTEGER PRIMARY KEY, applied DOUBLE PRECISION)"
+        )
+        row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        current = int(row[0] or 0)
+        _check_not_newer(current)
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied) VALUES (?, ?)",
+                (version, time.time()),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _check_not_newer(current: int) -> None:
+    if current > SCHEMA_VERSION:
+        raise LedgerUnavailable(
+            f"the ledger has schema version {current}, newer than this carbon-callbacks "
+            f"understands ({SCHEMA_VERSION}); upgrade carbon-callbacks"
+        )
+
+
+class _SqlAlchemyStore:
+    """Any SQLAlchemy database (PostgreSQL via psycopg 3 for teams), SQLAlchemy Core only."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.label = _redact(url)
+        self._engine: Any = None
+        self._migrated = False
+
+    def _connect(self) -> Any:
+        if self._engine is None:
+            try:
+                import sqlalchemy
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                raise LedgerError(
+                    "a database URL ledger needs SQLAlchemy: pip install 'carbon-callbacks[ledger]'"
+                ) from exc
+            connect_args: dict[str, Any] = {}
+            if self.url.startswith("postgresql"):
+                connect_args["connect_timeout"] = max(1, int(math.ceil(self.timeout)))
+            try:
+                self._engine = sqlalchemy.create_engine(
+                    self.url, connect_args=connect_args, pool_pre_ping=True
+                )
+            except Exception as exc:
+                raise LedgerError(f"bad ledger URL {self.label}: {exc}") from exc
+        if not self._migrated:
+            self._run(self._migrate)
+            self._migrated = True
+        return self._engine
+
+    def _run(self, fn: Any) -> Any:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self._engine.begin() as conn:
+                return fn(conn)
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise LedgerUnavailable(f"ledger database {self.label} unavailable ({reason})") from exc
+
+    def _migrate(self, conn: Any) -> None:
+        from sqlalchemy import text
+
+        if conn.dialect.name == "postgresql":
+            # Serialise concurrent first opens; the lock ends with the transaction.
+            conn.execute(text("SELECT pg_advisory_xact_lock(4242071)"))
+        conn.execute(
+            text(
+                "CREATE TABLE IF NOT EXISTS schema_version"
+                " (version INTEGER PRIMARY KEY, applied DOUBLE PRECISION)"
+            )
+        )
+        current = int(conn.execute(text("SELECT MAX(version) FROM schema_version")).scalar() or 0)
+        _check_not_newer(current)
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                conn.execute(text(statement))
+            conn.execute(
+                text("INSERT INTO schema_version (version, applied) VALUES (:v, :t)"),
+                {"v": version, "t": time.time()},
+            )
+
+    def apply(self, ops: Sequence[Mapping[str, Any]]) -> None:
+        from sqlalchemy import text
+
+        self._connect()
+
+        def write(conn: Any) -> None:
+            for op in ops:
+                conn.execute(text(_INSERT[op["table"]]), dict(op["row"]))
+
+        self._run(write)
+
+    def query(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        from sqlalchemy import text
+
+        self._connect()
+        return self._run(
+            lambda conn: [dict(r._mapping) for r in conn.execute(text(sql), dict(params))]
+        )
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+            self._migrated = False
+
+
+# --------------------------------------------------------------------------- spool
+
+
+class _Spool:
+    """A JSONL file of pending writes, appended and drained under an advisory file lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[Any]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+", encoding="utf-8") as fh:
+            try:
+                import fcntl
+            except ImportError:  # Windows: no advisory locks, single writer assumed
+                fcntl = None  # type: ignore[assignment]
+            if fcntl is not None:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield fh
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def append(self, op: Mapping[str, Any]) -> None:
+        line = json.dumps(op, default=str, allow_nan=True) + "\n"
+        with self._locked() as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def pending(self) -> bool:
+        try:
+            return self.path.stat().st_size > 0
+        except OSError:
+            return False
+
+    def count(self) -> int:
+        if not self.pending():
+            return 0
+        with open(self.path, encoding="utf-8") as fh:
+            return sum(1 for line in fh if line.strip())
+
+    def drain(self, write: Any) -> int:
+        """Hand every pending op to ``write`` (one call) and empty the file if it succeeds."""
+        if not self.pending():
+            return 0
+        with self._locked() as fh:
+            fh.seek(0)
+            ops = []
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    ops.append(json.loads(line))
+                except json.JSONDecodeError:
+                    # A line cut short by a kill mid-write; the rest of the spool is still good.
+                    logger.warning("skipping unreadable line %d of ledger spool %s", n, self.path)
+            if ops:
+                write(ops)
+            fh.truncate(0)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return len(ops)
+
+
+# --------------------------------------------------------------------------- the ledger
+
+
+def _git_commit(cwd: str | None = None) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return os.environ.get("USER", "")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value if value is not None else {}, default=str, sort_keys=True)
+
+
+def _load(text: Any) -> Any:
+    if not text:
+        return {}
+    try:
+        return json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        return {}
+
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+class Ledger:
+    """An append-only store of runs and their per-epoch records (SQLite or a database URL).
+
+    Writes never raise for an unavailable store: they go to a JSONL spool, one warning is
+    logged, and the spool is written to the store on the next successful write or by
+    ``flush_spool()`` (``carbon-callbacks spool flush``). Reads raise ``LedgerError``.
+
+    Args:
+        location: a SQLite file path, a ``sqlite:///`` URL, or a SQLAlchemy database URL such
+            as ``postgresql+psycopg://user:pw@host/db`` (``postgresql://`` means psycopg 3).
+        spool: the JSONL spool file; default ``<ledger file>.spool.jsonl`` for SQLite, a file
+            in the per-user data folder for a database URL.
+        timeout: seconds to wait for a locked SQLite file or a database connection.
+        retry_interval: after a failure, seconds before a write tries the store again (the
+            spool takes the records meanwhile, so a dead server does not slow every epoch).
+
+    Raises:
+        ValueError: for a malformed location.
+
+    Example::
+
+        ledger = Ledger.open()                       # $CARBON_CALLBACKS_LEDGER or per-user file
+        run_id = ledger.start_run({"project": "digits", "framework": "lightning"})
+        ledger.add_epoch(run_id, record)             # committed before it returns
+        ledger.end_run(run_id, stopped_early=True, stop_reason="gain per kg below threshold")
+        print(ledger.runs()[-1].co2_g)
+    """
+
+    def __init__(
+        self,
+        location: str | os.PathLike[str],
+        *,
+        spool: str | os.PathLike[str] | None = None,
+        timeout: float = 5.0,
+        retry_interval: float = 10.0,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if retry_interval < 0:
+            raise ValueError(f"retry_interval must be >= 0 seconds, got {retry_interval!r}")
+        location = os.fspath(location)
+        if not location.strip():
+            raise ValueError("ledger location is empty; give a file path or a database URL")
+        self.location = location
+        path = _sqlite_path(location)
+        self._store: _SqliteStore | _SqlAlchemyStore
+        if path is not None:
+            self._store = _SqliteStore(path, timeout)
+            default_spool = path.with_name(path.name + ".spool.jsonl")
+        else:
+            self._store = _SqlAlchemyStore(_sqlalchemy_url(location), timeout)
+            import hashlib
+
+            digest = hashlib.sha1(location.encode()).hexdigest()[:12]
+            default_spool = default_data_dir() / f"spool-{digest}.jsonl"
+        self.spool_path = Path(spool) if spool is not None else default_spool
+        self._spool = _Spool(self.spool_path)
+        self._retry_interval = retry_interval
+        self._retry_at = 0.0
+        self._positions: dict[str, int] = {}
+        self._lock = threading.RLock()
+        self.last_error: str = ""
+
+    @classmethod
+    def open(cls, url: str | os.PathLike[str] | None = None, **kwargs: Any) -> Ledger:
+        """Open a ledger: ``url``, else ``$CARBON_CALLBACKS_LEDGER``, else the per-user file.
+
+        Opening never fails because the store is down; the first write finds out and spools.
+
+        Args:
+            url: a file path or database URL (see the class docstring); None for the default.
+            **kwargs: passed to ``Ledger`` (``spool``, ``timeout``, ``retry_interval``).
+
+        Returns:
+            The ledger.
+        """
+        return cls(default_location() if url is None else url, **kwargs)
+
+    @property
+    def label(self) -> str:
+        """Where the ledger is, for messages (passwords redacted)."""
+        return self._store.label
+
+    # ---------------------------------------------------------------- writes
+
+    def start_run(self, metadata: Mapping[str, Any] | None = None) -> str:
+        """Record a new run and return its id.
+
+        Args:
+            metadata: any of ``project, team, user, host, git_commit, framework,
+                hyperparameters, start_wall, location, intensity_source, hardware, methods,
+                source, run_id``; missing user, host, git commit and start time are filled in,
+                project and team fall back to ``$CARBON_CALLBACKS_PROJECT``/``_TEAM``. Other
+                keys are kept in the run's ``metadata``.
+
+        Returns:
+            The run id (generated here, so it is valid even while the store is down).
+        """
+        op = self._run_op(metadata or {})
+        self._write(op)
+        return op["row"]["run_id"]
+
+    def _run_op(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        meta = dict(metadata)
+        run_id = str(meta.pop("run_id", "") or uuid.uuid4().hex[:12])
+        now = time.time()
+
+        def pop(key: str, default: Any = "") -> Any:
+            value = meta.pop(key, None)
+            return default if value is None or value == "" else value
+
+        row = {
+            "run_id": run_id,
+            "project": str(pop("project", os.environ.get(ENV_PROJECT, ""))),
+            "team": str(pop("team", os.environ.get(ENV_TEAM, ""))),
+            "user_name": str(pop("user", _user())),
+            "host": str(pop("host", socket.gethostname())),
+            "git_commit": str(pop("git_commit", None) or _git_commit()),
+            "framework": str(pop("framework")),
+            "start_wall": float(pop("start_wall", now)),
+            "location": str(pop("location")),
+            "intensity_source": str(pop("intensity_source")),
+            "hardware": _json(pop("hardware", {})),
+            "methods": _json(pop("methods", {})),
+            "hyperparameters": _json(pop("hyperparameters", {})),
+            "metadata": _json(meta),
+            "recorded": now,
+            "source": str(pop("source", "carbon-callbacks")),
+        }
+        return {"table": "runs", "row": row}
+
+    def add_epoch(self, run_id: str, record: EpochRecord) -> None:
+        """Append one epoch record; it is committed (or spooled) when this returns.
+
+        Args:
+            run_id: the id ``start_run`` returned.
+            record: the epoch's record.
+
+        Raises:
+            TypeError: if ``record`` is not an ``EpochRecord``.
+        """
+        self._write(self._epoch_op(run_id, record))
+
+    def _epoch_op(self, run_id: str, record: EpochRecord) -> dict[str, Any]:
+        if not isinstance(record, EpochRecord):
+            raise TypeError(f"record must be an EpochRecord, got {type(record).__name__}")
+        with self._lock:
+            position = self._positions.get(run_id, 0)
+            self._positions[run_id] = position + 1
+        row: dict[str, Any] = {
+            "uid": uuid.uuid4().hex,
+            "run_id": run_id,
+            "position": position,
+            "epoch": int(record.epoch),
+            "stage": record.stage,
+            **{c: float(getattr(record, c)) for c in _FLOAT_COLUMNS},
+            "intensity_source": record.intensity_source,
+            "methods": _json(dict(record.methods)),
+            "metrics": _json({k: float(v) for k, v in record.metrics.items()}),
+            "recorded": time.time(),
+        }
+        return {"table": "epochs", "row": row}
+
+    def end_run(
+        self,
+        run_id: str,
+        *,
+        stopped_early: bool = False,
+        stop_reason: str = "",
+        end_wall: float | None = None,
+    ) -> None:
+        """Record that a run ended (once; a second call for the same run is ignored).
+
+        Args:
+            run_id: the id ``start_run`` returned.
+            stopped_early: whether a policy (or the user) stopped it before its planned end.
+            stop_reason: why, in words.
+            end_wall: when it ended (default now).
+        """
+        self._write(self._end_op(run_id, stopped_early, stop_reason, end_wall))
+
+    def _end_op(
+        self, run_id: str, stopped_early: bool, stop_reason: str, end_wall: float | None
+    ) -> dict[str, Any]:
+        now = time.time()
+        row = {
+            "run_id": run_id,
+            "end_wall": float(end_wall if end_wall is not None else now),
+            "stopped_early": int(bool(stopped_early)),
+            "stop_reason": str(stop_reason),
+            "recorded": now,
+        }
+        return {"table": "run_ends", "row": row}
+
+    def _write(self, op: Mapping[str, Any]) -> None:
+        with self._lock:
+            if time.monotonic() >= self._retry_at:
+                try:
+                    if self._spool.pending():
+                        self._spool.drain(self._store.apply)
+                    self._store.apply([op])
+                    self.last_error = ""
+                    return
+                except LedgerError as exc:
+                    self._note_unavailable(str(exc))
+            try:
+                self._spool.append(op)
+            except OSError as exc:
+                # Nowhere left to keep it: say so, but never take training down.
+                _warn_once(
+                    ("spool", str(self.spool_path)),
+                    "ledger record lost: cannot write the spool %s (%s)",
+                    self.spool_path,
+                    exc,
+                )
+
+    def _note_unavailable(self, reason: str) -> None:
+        self.last_error = reason
+        self._retry_at = time.monotonic() + self._retry_interval
+        _warn_once(
+            ("store", self.label),
+            "%s; records are kept in %s and will be written when the ledger is back "
+            "(or run `carbon-callbacks spool flush`)",
+            reason,
+            self.spool_path,
+        )
+
+    def flush_spool(self) -> int:
+        """Write every spooled record to the store now.
+
+        Returns:
+            How many spooled writes were applied (0 when the spool was empty).
+
+        Raises:
+            LedgerUnavailable: if the store still cannot be written (the spool is kept).
+        """
+        with self._lock:
+            n = self._spool.drain(self._store.apply)
+            self._retry_at = 0.0
+            self.last_error = ""
+            return n
+
+    def spooled(self) -> int:
+        """How many writes are waiting in the spool."""
+        return self._spool.count()
+
+    def import_runs(self, runs: Iterable[tuple[Mapping[str, Any], Sequence[EpochRecord]]]) -> int:
+        """Write whole runs (metadata with ``run_id``, epochs, optional end) in one transaction.
+
+        Used by the importers; re-importing the same runs adds nothing (ids are kept).
+
+        Args:
+            runs: pairs of (metadata, epoch records); metadata may carry ``end_wall``,
+                ``stopped_early`` and ``stop_reason``.
+
+        Returns:
+            How many runs were new.
+
+        Raises:
+            LedgerUnavailable: if the store cannot be written.
+        """
+        ops: list[dict[str, Any]] = []
+        ids = []
+        for meta, records in runs:
+            meta = dict(meta)
+            end_keys = ("end_wall", "stopped_early", "stop_reason")
+            end = {k: meta.pop(k) for k in end_keys if k in meta}
+            run_id = str(meta.get("run_id") or uuid.uuid4().hex[:12])
+            meta["run_id"] = run_id
+            ids.append(run_id)
+            ops.append(self._run_op(meta))
+            for i, rec in enumerate(records):
+                epoch_op = self._epoch_op(run_id, rec)
+                # Deterministic ids make a second import of the same file a no-op.
+                epoch_op["row"]["uid"] = f"{run_id}:{i}"
+                epoch_op["row"]["position"] = i
+                ops.append(epoch_op)
+            if end:
+                ops.append(
+                    self._end_op(
+                        run_id,
+                        bool(end.get("stopped_early", False)),
+                        str(end.get("stop_reason", "")),
+                        end.get("end_wall"),
+                    )
+                )
+        known = {r.run_id for r in self.runs()}
+        with self._lock:
+            self._store.apply(ops)
+        return len([i for i in ids if i not in known])
+
+    # ---------------------------------------------------------------- reads
+
+    def runs(
+        self,
+        *,
+        project: str | None = None,
+        team: str | None = None,
+        user: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[RunInfo]:
+        """Every run, oldest first, with totals over its epoch rows.
+
+        Args:
+            project: only runs of this project.
+            team: only runs of this team.
+            user: only runs of this user.
+            since: only runs started at or after this wall time (epoch seconds).
+            until: only runs started before this wall time.
+
+        Returns:
+            The runs.
+
+        Raises:
+            LedgerUnavailable: if the store cannot be read.
+        """
+        where = []
+        params: dict[str, Any] = {}
+        for col, value in (("project", project), ("team", team), ("user_name", user)):
+            if value is not None:
+                where.append(f"r.{col} = :{col}")
+                params[col] = value
+        if since is not None:
+            where.append("r.start_wall >= :since")
+            params["since"] = since
+        if until is not None:
+            where.append("r.start_wall < :until")
+            params["until"] = until
+        sql = (
+            "SELECT r.*, e.n AS n_epochs, e.kwh AS sum_kwh, e.co2 AS sum_co2, e.secs AS sum_s,"
+            " e.last AS last_wall, x.end_wall AS end_wall, x.stopped_early AS stopped_early,"
+            " x.stop_reason AS stop_reason, x.run_id AS ended"
+            " FROM runs r"
+            " LEFT JOIN (SELECT run_id, COUNT(*) AS n, SUM(energy_kwh) AS kwh, SUM(co2_g) AS co2,"
+            "   SUM(seconds) AS secs, MAX(end_wall) AS last FROM epochs GROUP BY run_id) e"
+            "   ON e.run_id = r.run_id"
+            " LEFT JOIN run_ends x ON x.run_id = r.run_id"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY r.start_wall, r.run_id"
+        )
+        with self._lock:
+            rows = self._store.query(sql, params)
+        return [_run_info(row) for row in rows]
+
+    def run(self, run_id: str) -> RunInfo:
+        """One run by its id or a unique prefix of it.
+
+        Raises:
+            LedgerError: if no run (or more than one) matches.
+        """
+        runs = self.runs()
+        exact = [r for r in runs if r.run_id == run_id]
+        if exact:
+            return exact[0]
+        matches = [r for r in runs if r.run_id.startswith(run_id)] if run_id else []
+        if len(matches) == 1:
+            return matches[0]
+        if not runs:
+            raise LedgerError(f"the ledger {self.label} holds no runs yet")
+        if matches:
+            raise LedgerError(
+                f"run id {run_id!r} is ambiguous ({len(matches)} runs); give more of it"
+            )
+        raise LedgerError(f"no run {run_id!r} in {self.label}; `carbon-callbacks runs` lists them")
+
+    def epochs(self, run_id: str) -> list[EpochRecord]:
+        """The run's epoch records in the order they ended.
+
+        Raises:
+            LedgerUnavailable: if the store cannot be read.
+        """
+        sql = "SELECT * FROM epochs WHERE run_id = :run_id ORDER BY end_wall, position"
+        with self._lock:
+            rows = self._store.query(sql, {"run_id": run_id})
+        return [_epoch_record(row) for row in rows]
+
+    def close(self) -> None:
+        """Close the connection (the spool stays for the next open)."""
+        with self._lock:
+            self._store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.label!r})"
+
+
+def _warn_once(key: tuple[str, str], msg: str, *args: Any) -> None:
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    logger.warning(msg, *args)
+
+
+def _run_info(row: Mapping[str, Any]) -> RunInfo:
+    ended = row.get("ended") is not None
+    end_wall = row.get("end_wall")
+    return RunInfo(
+        run_id=row["run_id"],
+        project=row.get("project") or "",
+        team=row.get("team") or "",
+        user=row.get("user_name") or "",
+        host=row.get("host") or "",
+        git_commit=row.get("git_commit") or "",
+        framework=row.get("framework") or "",
+        start_wall=float(row.get("start_wall") or 0.0),
+        end_wall=float(end_wall) if end_wall is not None else None,
+        location=row.get("location") or "",
+        intensity_source=row.get("intensity_source") or "",
+        source=row.get("source") or "",
+        hardware=_load(row.get("hardware")),
+        methods=_load(row.get("methods")),
+        hyperparameters=_load(row.get("hyperparameters")),
+        metadata=_load(row.get("metadata")),
+        finished=ended,
+        stopped_early=bool(row.get("stopped_early") or 0),
+        stop_reason=row.get("stop_reason") or "",
+        epochs=int(row.get("n_epochs") or 0),
+        energy_kwh=float(row.get("sum_kwh") or 0.0),
+        co2_g=float(row.get("sum_co2") or 0.0),
+        seconds=float(row.get("sum_s") or 0.0),
+        last_wall=float(row["last_wall"]) if row.get("last_wall") is not None else None,
+    )
+
+
+def _epoch_record(row: Mapping[str, Any]) -> EpochRecord:
+    d = {c: float(row[c]) if row.get(c) is not None else 0.0 for c in _FLOAT_COLUMNS}
+    return EpochRecord(
+        epoch=int(row.get("epoch") or 0),
+        stage=row.get("stage") or "train",
+        intensity_source=row.get("intensity_source") or "",
+        methods=_load(row.get("methods")),
+        metrics=_load(row.get("metrics")),
+        **d,
+    )

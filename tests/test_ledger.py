@@ -1,0 +1,162 @@
+"""The SQLite ledger: round trip, metadata, default location, schema versions and migration."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from ledger_records import make_record
+
+from carbon_callbacks.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger, LedgerError
+
+
+def test_round_trip_keeps_every_field_of_every_epoch(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "l.sqlite")
+    run_id = ledger.start_run({"project": "digits", "framework": "lightning"})
+    records = [make_record(i, energy_kwh=0.001 * (i + 1)) for i in range(4)]
+    for r in records:
+        ledger.add_epoch(run_id, r)
+    ledger.end_run(run_id, stopped_early=True, stop_reason="gain per kg fell below 0.01")
+
+    assert ledger.epochs(run_id) == records
+    [run] = ledger.runs()
+    assert run.run_id == run_id
+    assert run.finished and run.stopped_early
+    assert run.stop_reason == "gain per kg fell below 0.01"
+    assert run.epochs == 4
+    assert run.energy_kwh == pytest.approx(0.010)
+    assert run.co2_g == pytest.approx(0.010 * 400)
+    ledger.close()
+
+
+def test_run_metadata_is_stored_and_missing_fields_filled(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "l.sqlite")
+    run_id = ledger.start_run(
+        {
+            "project": "p",
+            "team": "vision",
+            "framework": "keras",
+            "hyperparameters": {"lr": 0.01, "batch_size": 32},
+            "location": "FR",
+            "intensity_source": "embedded table FR 2023",
+            "hardware": {"cpu": "Xeon", "gpus": []},
+            "methods": {"cpu": "counter"},
+            "dataset": "digits",
+        }
+    )
+    run = ledger.run(run_id)
+    assert (run.project, run.team, run.framework) == ("p", "vision", "keras")
+    assert run.hyperparameters == {"lr": 0.01, "batch_size": 32}
+    assert run.location == "FR" and run.intensity_source == "embedded table FR 2023"
+    assert run.hardware == {"cpu": "Xeon", "gpus": []}
+    assert run.methods == {"cpu": "counter"}
+    assert run.metadata == {"dataset": "digits"}
+    assert run.user and run.host and run.start_wall > 0
+    assert not run.finished and run.end_wall is None
+
+
+def test_project_and_team_fall_back_to_environment(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CARBON_CALLBACKS_PROJECT", "envproj")
+    monkeypatch.setenv("CARBON_CALLBACKS_TEAM", "envteam")
+    ledger = Ledger.open(tmp_path / "l.sqlite")
+    run = ledger.run(ledger.start_run({}))
+    assert (run.project, run.team) == ("envproj", "envteam")
+
+
+def test_default_location_follows_env_var_then_xdg(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "from-env.sqlite"
+    monkeypatch.setenv("CARBON_CALLBACKS_LEDGER", str(target))
+    ledger = Ledger.open()
+    ledger.start_run({"project": "x"})
+    assert target.exists()
+
+    monkeypatch.delenv("CARBON_CALLBACKS_LEDGER")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr("sys.platform", "linux")
+    ledger = Ledger.open()
+    ledger.start_run({"project": "x"})
+    assert (tmp_path / "xdg" / "carbon-callbacks" / "ledger.sqlite").exists()
+
+
+def test_argument_beats_env_var(tmp_path: Path) -> None:
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'arg.sqlite'}")
+    ledger.start_run({})
+    assert (tmp_path / "arg.sqlite").exists()
+
+
+def test_sqlite_file_is_in_wal_mode_with_current_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    Ledger.open(path).start_run({})
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_version_1_ledger_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied REAL)")
+    for statement in MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1, 0)")
+    conn.execute("INSERT INTO runs (run_id, project, start_wall) VALUES ('old1', 'legacy', 5)")
+    conn.commit()
+    conn.close()
+
+    ledger = Ledger.open(path)
+    new_id = ledger.start_run({"project": "new"})
+    runs = {r.run_id: r for r in ledger.runs()}
+    assert runs["old1"].project == "legacy" and runs["old1"].source == ""
+    assert runs[new_id].source == "carbon-callbacks"
+    versions = sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchall()
+    assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_newer_schema_is_refused_for_reading(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied REAL)")
+    conn.execute("INSERT INTO schema_version VALUES (?, 0)", (SCHEMA_VERSION + 1,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(LedgerError, match="newer than this carbon-callbacks"):
+        Ledger.open(path).runs()
+
+
+def test_unknown_and_prefix_run_ids(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "l.sqlite")
+    with pytest.raises(LedgerError, match="holds no runs"):
+        ledger.run("nope")
+    run_id = ledger.start_run({"run_id": "abcdef123456"})
+    assert ledger.run("abcd").run_id == run_id
+    with pytest.raises(LedgerError, match="no run 'zzz'"):
+        ledger.run("zzz")
+
+
+def test_end_run_twice_keeps_the_first_end(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "l.sqlite")
+    run_id = ledger.start_run({})
+    ledger.end_run(run_id, stopped_early=True, stop_reason="first")
+    ledger.end_run(run_id, stop_reason="second")
+    assert ledger.run(run_id).stop_reason == "first"
+
+
+def test_runs_filters_by_project_team_user_and_time(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "l.sqlite")
+    a = ledger.start_run({"project": "a", "team": "t1", "user": "ann", "start_wall": 100.0})
+    b = ledger.start_run({"project": "b", "team": "t2", "user": "bob", "start_wall": 200.0})
+    assert [r.run_id for r in ledger.runs(project="a")] == [a]
+    assert [r.run_id for r in ledger.runs(team="t2")] == [b]
+    assert [r.run_id for r in ledger.runs(user="ann")] == [a]
+    assert [r.run_id for r in ledger.runs(since=150.0)] == [b]
+    assert [r.run_id for r in ledger.runs(until=150.0)] == [a]
+
+
+def test_bad_arguments_fail_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        Ledger(tmp_path / "l.sqlite", timeout=0)
+    with pytest.raises(ValueError, match="sqlite:///path"):
+        Ledger("sqlite://")
+    with pytest.raises(TypeError, match="EpochRecord"):
+        Ledger(tmp_path / "l.sqlite").add_epoch("r", {"epoch": 1})  # type: ignore[arg-type]
