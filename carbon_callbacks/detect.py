@@ -1,0 +1,40 @@
+"""Which sensor measures each component on this machine, and why (``carbon-callbacks detect``).
+
+``build_sensors`` is what ``EnergyMeter`` uses when it is not handed sensors: for each
+component, the best source first, then the ones it degrades to.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from carbon_callbacks.sensors.base import FallbackChain, Sensor
+from carbon_callbacks.sensors.cpu_model import CpuModelSensor
+from carbon_callbacks.sensors.ram import RamModelSensor
+
+
+def build_sensors(
+    *,
+    scope: Literal["process", "machine"] = "process",
+    gpu_ids: Sequence[int] | None = None,
+    rapl_root: str | os.PathLike[str] = "/sys/class/powercap",
+    nvml: Any | None = None,
+    interval: float = 1.0,
+) -> list[FallbackChain]:
+    """The sensor chains for cpu, ram and gpu, best method first in each.
+
+    Args:
+        scope: "process" or "machine" (see ``EnergyMeter``).
+        gpu_ids: CUDA device ordinals to measure, or None to choose by scope.
+        rapl_root: the powercap folder.
+        nvml: a pynvml-like module, or None to import ``pynvml`` when opened.
+        interval: seconds between the thread's reads for the models.
+
+    Returns:
+        One ``FallbackChain`` per component.
+    """
+    cpu: list[Sensor] = [CpuModelSensor(scope=scope, interval=interval)]
+    ram: list[Sensor] = [RamModelSensor(scope=scope, interval=interval)]
+    return [FallbackChain(cpu), FallbackChain(ram)]

@@ -1,0 +1,352 @@
+"""EnergyMeter: joules per component (cpu, gpu, ram) for any window of time.
+
+Boundaries are read synchronously (``mark()``), so a window between two marks is exact to the
+boundary; one background thread only keeps counters from wrapping unseen and feeds the sources
+that must be polled (GPU power without an energy counter, the load-based models).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from carbon_callbacks.records import METHOD_RANK, ComponentEnergy, Reading, Window
+from carbon_callbacks.sensors.base import FallbackChain, Sensor, Totals, monotonic
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 1.0
+"""Seconds between the thread's reads. Polled GPU power asks for 10 Hz on its own."""
+
+_MAX_MARKS = 10_000
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class _MarkDetail:
+    run: int
+    totals: Mapping[str, Totals]
+    notes: Mapping[str, int]
+
+
+class EnergyMeter:
+    """Measures the energy this process (or this machine) uses, per component, with ranges.
+
+    Counters are used where the hardware has them (RAPL, NVML total energy), polled power where
+    it has only a power reading, and a labelled model (CPU load x TDP, RAM W/GB) where nothing
+    can be read. Every figure carries the method that produced it and a low/high range.
+
+    Args:
+        interval: seconds between the background thread's reads (counters, models). Polled GPU
+            power is sampled at 10 Hz or faster whatever this is.
+        scope: "process" counts only this process tree (its share of CPU time, its GPUs under
+            DDP via ``LOCAL_RANK``/``CUDA_VISIBLE_DEVICES``); "machine" counts the whole machine.
+        gpu_ids: CUDA device ordinals (as this process sees them) to measure; None picks by
+            scope.
+        rapl_root: the powercap folder holding RAPL zones.
+        nvml: a pynvml-like module to use; None imports ``pynvml`` lazily at ``start()``.
+        sensors: explicit sensors to use instead of detecting them (one or more per component).
+
+    Raises:
+        ValueError: an argument is out of range (the message names it and the fix).
+
+    Example::
+
+        from carbon_callbacks import EnergyMeter
+
+        with EnergyMeter() as meter:
+            a = meter.mark()
+            train_one_epoch()
+            b = meter.mark()
+            print(meter.window(a, b))   # "0.52 Wh (0.26-0.78) over 61 s, 31 W"
+        print(meter.last_window.methods)  # {"cpu": "model", "ram": "model"}
+    """
+
+    def __init__(
+        self,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        scope: Literal["process", "machine"] = "process",
+        gpu_ids: Sequence[int] | None = None,
+        rapl_root: str | os.PathLike[str] = "/sys/class/powercap",
+        nvml: Any | None = None,
+        sensors: Sequence[Sensor] | None = None,
+    ) -> None:
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not (
+            0.01 <= interval <= 3600
+        ):
+            raise ValueError(
+                f"interval: expected seconds between 0.01 and 3600, got {interval!r}; "
+                f"the default is {DEFAULT_INTERVAL}"
+            )
+        if scope not in ("process", "machine"):
+            raise ValueError(f"scope: expected 'process' or 'machine', got {scope!r}")
+        if gpu_ids is not None:
+            if isinstance(gpu_ids, (str, bytes)) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in gpu_ids
+            ):
+                raise ValueError(
+                    f"gpu_ids: expected a list of non-negative CUDA device ordinals such as "
+                    f"[0, 1], got {gpu_ids!r}"
+                )
+        self.interval = float(interval)
+        self.scope = scope
+        self.gpu_ids = tuple(gpu_ids) if gpu_ids is not None else None
+        self.rapl_root = os.fspath(rapl_root)
+        if sensors is not None:
+            sensors = list(sensors)
+            if not sensors or not all(isinstance(s, Sensor) for s in sensors):
+                raise ValueError(
+                    "sensors: expected a non-empty list of carbon_callbacks.sensors.Sensor "
+                    "objects, or None to detect them"
+                )
+            self._chains = [s if isinstance(s, FallbackChain) else FallbackChain([s])
+                            for s in sensors]
+        else:
+            from carbon_callbacks.detect import build_sensors
+
+            self._chains = build_sensors(
+                scope=scope, gpu_ids=self.gpu_ids, rapl_root=self.rapl_root, nvml=nvml,
+                interval=self.interval,
+            )
+        self._lock = threading.RLock()
+        self._seq = itertools.count()
+        self._run = 0
+        self._running = False
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._marks: OrderedDict[int, _MarkDetail] = OrderedDict()
+        self._start_reading: Reading | None = None
+        self.last_window: Window | None = None
+        """The window returned by the last ``stop()`` (also set by ``with`` and the decorator)."""
+
+    # ---- state -------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and ``stop()``."""
+        return self._running
+
+    @property
+    def methods(self) -> dict[str, str]:
+        """The method each component uses now (before ``start()``: the one it will try first)."""
+        with self._lock:
+            return {c.component: c.method for c in self._chains if not c.absent}
+
+    def describe(self) -> list[str]:
+        """One line per component: its source, method and why."""
+        with self._lock:
+            lines = []
+            for c in self._chains:
+                if c.absent:
+                    lines.append(f"{c.component}: not measured - {c.absent}")
+                else:
+                    lines.append(c.describe())
+                lines.extend(f"  note: {n}" for n in c.notes)
+            return lines
+
+    # ---- start / stop ------------------------------------------------------------------
+
+    def start(self) -> EnergyMeter:
+        """Open every sensor, take the baseline and start the sampler thread.
+
+        Returns:
+            The meter, ready for ``mark()``. Calling it on a running meter does nothing.
+        """
+        with self._lock:
+            if self._running:
+                return self
+            self._run += 1
+            now = monotonic()
+            for c in self._chains:
+                c.open(now)
+            self._running = True
+            self._start_reading = self._mark_locked()
+            self._stop_event = threading.Event()
+            if any(c.poll_interval for c in self._chains if not c.absent):
+                self._thread = threading.Thread(
+                    target=self._loop, args=(self._stop_event, self._run),
+                    name=f"carbon-callbacks-meter-{id(self):x}-{self._run}", daemon=True,
+                )
+                self._thread.start()
+        return self
+
+    def stop(self) -> Window | None:
+        """Stop the thread, close the sensors and return the window since ``start()``.
+
+        Returns:
+            The whole span since ``start()``, or None when the meter was not running.
+        """
+        with self._lock:
+            if not self._running:
+                return None
+            end = self._mark_locked()
+            start = self._start_reading
+            self._running = False
+            self._stop_event.set()
+            thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self._lock:
+            for c in self._chains:
+                c.close()
+            window = self.window(start, end) if start is not None else None
+            self.last_window = window
+            return window
+
+    def __enter__(self) -> EnergyMeter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __call__(self, func: _F) -> _F:
+        """Use the meter as a decorator: it runs for the duration of each call.
+
+        A call made while the meter is already running (a nested or recursive call) is
+        measured by the outer run, so the meter is not stopped under it.
+        """
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if self.running:
+                return func(*args, **kwargs)
+            with self:
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    # ---- readings ----------------------------------------------------------------------
+
+    def mark(self) -> Reading:
+        """Read every sensor now: cumulative joules per component since ``start()``.
+
+        Raises:
+            RuntimeError: the meter is not running (call ``start()`` first).
+        """
+        with self._lock:
+            if not self._running:
+                raise RuntimeError("mark: the meter is not running; call start() first")
+            return self._mark_locked()
+
+    def _mark_locked(self) -> Reading:
+        now, wall = monotonic(), time.time()
+        totals: dict[str, Totals] = {}
+        notes: dict[str, int] = {}
+        for c in self._chains:
+            if c.absent:
+                continue
+            t = c.totals(now)
+            prev = totals.get(c.component)
+            if prev is not None:  # several sensors for one component add up
+                worst = max(prev.method, t.method, key=lambda m: METHOD_RANK.get(m, 9))
+                t = Totals(prev.joules + t.joules, prev.low + t.low, prev.high + t.high, worst,
+                           "; ".join(r for r in (prev.reason, t.reason) if r),
+                           prev.devices + t.devices)
+            totals[c.component] = t
+            notes[c.component] = notes.get(c.component, 0) + len(c.notes)
+        seq = next(self._seq)
+        self._marks[seq] = _MarkDetail(self._run, totals, notes)
+        while len(self._marks) > _MAX_MARKS:
+            oldest = next(iter(self._marks))
+            if self._start_reading is not None and oldest == self._start_reading.seq:
+                self._marks.move_to_end(oldest)
+                oldest = next(iter(self._marks))
+            del self._marks[oldest]
+        return Reading(
+            monotonic=now, wall=wall, joules={k: v.joules for k, v in totals.items()},
+            methods={k: v.method for k, v in totals.items()}, seq=seq,
+        )
+
+    def window(self, a: Reading, b: Reading) -> Window:
+        """The energy used between two readings of this meter, per component, with ranges.
+
+        Args:
+            a: the earlier reading (from ``mark()``).
+            b: the later reading.
+
+        Returns:
+            A ``Window`` whose components carry joules, low/high, method and reason; a source
+            that failed inside the window is named in that component's reason.
+
+        Raises:
+            ValueError: ``b`` is earlier than ``a``, or they come from different runs.
+        """
+        if b.monotonic < a.monotonic:
+            raise ValueError("window: b is earlier than a; pass window(earlier, later)")
+        with self._lock:
+            da, db = self._marks.get(a.seq), self._marks.get(b.seq)
+            chains = {c.component: c for c in self._chains}
+        if da is not None and db is not None and da.run != db.run:
+            raise ValueError(
+                "window: a and b come from different runs of the meter (it was restarted "
+                "between them); take both readings after the same start()"
+            )
+        comps: dict[str, ComponentEnergy] = {}
+        for name, jb in b.joules.items():
+            j = max(0.0, jb - a.joules.get(name, 0.0))
+            method = b.methods.get(name, "unavailable")
+            tb = db.totals.get(name) if db else None
+            ta = da.totals.get(name) if da else None
+            if tb is not None:
+                low_a = ta.low if ta else 0.0
+                high_a = ta.high if ta else 0.0
+                low = min(j, max(0.0, tb.low - low_a))
+                high = max(j, tb.high - high_a)
+                reason, devices = tb.reason, tb.devices
+            else:  # a reading from elsewhere: fall back to the method's relative band
+                low, high = _relative_range(j, method)
+                reason, devices = "", ()
+            if db is not None and da is not None and name in chains:
+                n0, n1 = da.notes.get(name, 0), db.notes.get(name, 0)
+                new = chains[name].notes[n0:n1]
+                if new:
+                    reason = "; ".join([*new, reason]) if reason else "; ".join(new)
+            comps[name] = ComponentEnergy(name, j, low, high, method, reason, tuple(devices))
+        return Window(start_wall=a.wall, end_wall=b.wall,
+                      seconds=max(0.0, b.monotonic - a.monotonic), components=comps)
+
+    # ---- thread ------------------------------------------------------------------------
+
+    def _loop(self, stop_event: threading.Event, run: int) -> None:
+        due: dict[int, float] = {}
+        while True:
+            now = monotonic()
+            with self._lock:
+                if not self._running or self._run != run:
+                    return
+                wait = self.interval
+                for i, c in enumerate(self._chains):
+                    period = c.poll_interval
+                    if c.absent or not period:
+                        continue
+                    d = due.setdefault(i, now + period)
+                    if now >= d:
+                        c.sample(now)
+                        # Catch up without bursts when the thread was starved.
+                        d = max(d + period, now + period * 0.5)
+                        due[i] = d
+                    wait = min(wait, d - now)
+            if stop_event.wait(max(0.001, wait)):
+                return
+
+
+def _relative_range(joules: float, method: str) -> tuple[float, float]:
+    """The widest band a method can have, for readings this meter holds no detail for."""
+    from carbon_callbacks.sensors import ranges
+
+    if method == "counter":
+        return ranges.counter_range(joules, ranges.RAPL_AMD_REL)
+    if method == "polled":
+        return ranges.counter_range(joules, 2 * ranges.NVML_REL)
+    if method == "model":
+        return ranges.model_range(joules)
+    return joules, joules

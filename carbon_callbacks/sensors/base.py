@@ -1,0 +1,242 @@
+"""What every energy source looks like to the meter, and how one degrades to the next.
+
+A sensor keeps cumulative joules for one component (``cpu``, ``gpu`` or ``ram``) since it was
+opened, with a low/high range set by how it measures. The meter's thread calls ``sample()`` so
+counters never wrap unseen and polled sources get their samples; a boundary calls ``totals()``
+synchronously. Sensors raise ``SensorError`` internally; ``FallbackChain`` turns that into a
+switch to the next method with one note, so nothing ever raises into training.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+
+class SensorError(Exception):
+    """A sensor could not read its source; the chain falls back to the next method."""
+
+
+class DeviceAbsent(SensorError):
+    """The component does not exist here (no GPU): the meter leaves it out, it is not a failure."""
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Cumulative energy of one component since its sensor was opened, with its range."""
+
+    joules: float
+    low: float
+    high: float
+    method: str
+    reason: str = ""
+    devices: tuple[str, ...] = ()
+
+
+class Sensor(ABC):
+    """One source of energy for one component.
+
+    Subclasses set ``component`` and ``method`` and implement ``open``, ``totals`` and, where
+    the source needs reading between boundaries, ``sample`` with a ``poll_interval``.
+
+    Attributes:
+        component: "cpu", "gpu" or "ram".
+        method: "counter", "polled", "model" or "unavailable".
+        poll_interval: seconds between the thread's ``sample()`` calls, or None for never.
+    """
+
+    component: str = ""
+    method: str = "unavailable"
+    poll_interval: float | None = None
+
+    @abstractmethod
+    def open(self, now: float) -> None:
+        """Take the baseline; energy is counted from ``now`` (a ``time.monotonic()`` value).
+
+        Raises:
+            SensorError: the source cannot be read at all.
+        """
+
+    def sample(self, now: float) -> None:  # noqa: B027 - most sources need no polling
+        """Called by the meter's thread every ``poll_interval`` seconds.
+
+        Raises:
+            SensorError: the source failed.
+        """
+
+    @abstractmethod
+    def totals(self, now: float) -> Totals:
+        """Cumulative energy since ``open()``, read now.
+
+        Raises:
+            SensorError: the source failed.
+        """
+
+    def close(self) -> None:  # noqa: B027 - most sources hold nothing
+        """Release what ``open()`` took. Never raises."""
+
+    def last_good(self) -> Totals | None:
+        """The totals as of the last successful read, used when this sensor fails."""
+        return None
+
+    def describe(self) -> str:
+        """One line: what this sensor reads and how."""
+        return f"{self.component}: {self.method}"
+
+
+def _add(a: Totals | None, b: Totals) -> Totals:
+    if a is None:
+        return b
+    return Totals(a.joules + b.joules, a.low + b.low, a.high + b.high, b.method, b.reason,
+                  tuple(dict.fromkeys(a.devices + b.devices)))
+
+
+class FallbackChain(Sensor):
+    """Several sensors for one component, best first: the first that works is used.
+
+    When the active sensor fails (at open or mid-run), the energy it counted so far is kept,
+    the next one is opened at that moment, one warning is logged and a note is recorded, so a
+    window that spans the switch says so in its method and reason.
+
+    Args:
+        sensors: candidates for one component, best method first.
+    """
+
+    def __init__(self, sensors: Sequence[Sensor]) -> None:
+        if not sensors:
+            raise ValueError("sensors: give at least one sensor for the component")
+        comps = {s.component for s in sensors}
+        if len(comps) != 1:
+            raise ValueError(f"sensors: all must measure one component, got {sorted(comps)}")
+        self.component = sensors[0].component
+        self._sensors = list(sensors)
+        self._index = 0
+        self._offset: Totals | None = None
+        self._last: Totals | None = None
+        self.notes: list[str] = []
+        self.absent: str = ""
+        self._warned: set[str] = set()
+
+    @property
+    def active(self) -> Sensor:
+        """The sensor in use now."""
+        return self._sensors[self._index]
+
+    @property
+    def method(self) -> str:  # type: ignore[override]
+        return self.active.method
+
+    @property
+    def poll_interval(self) -> float | None:  # type: ignore[override]
+        return self.active.poll_interval
+
+    def _note(self, failed: Sensor, exc: BaseException) -> None:
+        nxt = self._sensors[self._index + 1] if self._index + 1 < len(self._sensors) else None
+        then = (f"using {nxt.method} from now on" if nxt
+                else "no other source; it stays at its last value")
+        msg = f"{self.component}: {failed.method} source failed ({exc}); {then}"
+        self.notes.append(msg)
+        key = f"{type(failed).__name__}:{exc}"
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning("carbon_callbacks %s", msg)
+
+    def _degrade(self, exc: BaseException, now: float) -> None:
+        failed = self.active
+        # The failed source's own last good total is later than our last boundary read.
+        last = failed.last_good() or self._last
+        self._offset = _add(self._offset, last) if last is not None else self._offset
+        self._last = None
+        self._note(failed, exc)
+        failed.close()
+        if self._index + 1 >= len(self._sensors):
+            self._sensors.append(Unavailable(self.component, f"{failed.method} failed: {exc}"))
+        self._index += 1
+        self._open_from(now)
+
+    def _open_from(self, now: float) -> None:
+        while self._index < len(self._sensors):
+            try:
+                self.active.open(now)
+                return
+            except DeviceAbsent as exc:
+                self.absent = str(exc)
+                self._sensors.append(Unavailable(self.component, str(exc)))
+                self._index = len(self._sensors) - 1
+                return
+            except Exception as exc:  # SensorError, or a bug in a sensor: never raise
+                if self._index + 1 >= len(self._sensors):
+                    self._note(self.active, exc)
+                    self._sensors.append(Unavailable(self.component, str(exc)))
+                    self._index += 1
+                    self.active.open(now)
+                    return
+                self._note(self.active, exc)
+                self._index += 1
+
+    def open(self, now: float) -> None:
+        self._index = 0
+        self._offset = None
+        self._last = None
+        self.notes = []
+        self.absent = ""
+        self._sensors = [s for s in self._sensors if not isinstance(s, Unavailable)] or [
+            self._sensors[0]
+        ]
+        self._open_from(now)
+
+    def sample(self, now: float) -> None:
+        try:
+            self.active.sample(now)
+        except SensorError as exc:
+            self._degrade(exc, now)
+        except Exception as exc:  # a sensor bug must not take training down
+            self._degrade(exc, now)
+
+    def totals(self, now: float) -> Totals:
+        try:
+            cur = self.active.totals(now)
+        except Exception as exc:  # SensorError or a bug: degrade, never raise
+            self._degrade(exc, now)
+            cur = self.active.totals(now)
+        self._last = cur
+        return cur if self._offset is None else _add(self._offset, cur)
+
+    def close(self) -> None:
+        for s in self._sensors:
+            try:
+                s.close()
+            except Exception:  # close never raises (see Sensor.close)
+                logger.debug("close failed for %r", s, exc_info=True)
+
+    def describe(self) -> str:
+        return self.active.describe()
+
+
+class Unavailable(Sensor):
+    """A component with no working source: 0 J, method ``unavailable``, and the reason why."""
+
+    method = "unavailable"
+
+    def __init__(self, component: str, reason: str) -> None:
+        self.component = component
+        self.reason = reason
+
+    def open(self, now: float) -> None:
+        return None
+
+    def totals(self, now: float) -> Totals:
+        return Totals(0.0, 0.0, 0.0, "unavailable", self.reason)
+
+    def describe(self) -> str:
+        return f"{self.component}: unavailable - {self.reason}"
+
+
+def monotonic() -> float:
+    """The clock every sensor and the meter share."""
+    return time.monotonic()

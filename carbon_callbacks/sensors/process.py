@@ -1,0 +1,111 @@
+"""The process tree a meter attributes energy to, and the machine's CPU time it shares.
+
+Under ``scope="process"`` a machine-wide quantity (CPU package energy, the CPU model's power) is
+split by the tree's share of the machine's busy CPU time, so a run on a shared machine or one
+rank of a DDP job counts only what its own processes (the trainer and its data-loader workers)
+used.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+
+
+def machine_busy_seconds() -> float:
+    """CPU-seconds all logical CPUs have spent busy since boot (idle, iowait, steal excluded)."""
+    t = psutil.cpu_times()
+    # guest time is already inside user on Linux, so it is not added again.
+    return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
+
+
+def logical_cpus() -> int:
+    """Logical CPUs of this machine (at least 1)."""
+    return psutil.cpu_count(logical=True) or os.cpu_count() or 1
+
+
+class ProcessTree:
+    """The CPU time and resident memory of a process and all its descendants since ``open()``.
+
+    Children that exist at ``open()`` count from then; children started later count from their
+    start. A child reaped by a parent in the tree moves into that parent's ``children_*`` times,
+    so its time is neither lost nor counted twice.
+
+    Args:
+        pid: the root process; default this process.
+    """
+
+    def __init__(self, pid: int | None = None) -> None:
+        self.pid = os.getpid() if pid is None else pid
+        self._root = psutil.Process(self.pid)
+        self._procs: dict[int, psutil.Process] = {}
+        self._base: dict[int, float] = {}
+        self._carried = 0.0
+        self._last = 0.0
+        self._opened_wall = 0.0
+
+    @staticmethod
+    def _contribution(p: psutil.Process) -> float:
+        t = p.cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def open(self) -> None:
+        """Take the baseline of every process now in the tree."""
+        self._opened_wall = time.time()
+        self._procs = {self.pid: self._root}
+        self._base = {self.pid: self._contribution(self._root)}
+        self._carried = 0.0
+        self._last = 0.0
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Find children started since the last refresh (the meter's thread calls this)."""
+        try:
+            kids = self._root.children(recursive=True)
+        except psutil.Error:
+            return
+        for k in kids:
+            if k.pid in self._procs:
+                continue
+            try:
+                # Started after open: all its time is ours. Older: count from now on.
+                base = 0.0 if k.create_time() >= self._opened_wall else self._contribution(k)
+            except psutil.Error:
+                continue
+            self._procs[k.pid] = k
+            self._base[k.pid] = base
+
+    def cpu_seconds(self) -> float:
+        """CPU-seconds the tree used since ``open()`` (never decreases)."""
+        total = self._carried
+        for pid, p in list(self._procs.items()):
+            try:
+                total += self._contribution(p) - self._base[pid]
+            except psutil.Error:
+                # Gone: its parent in the tree reaped it and now holds its full time,
+                # including what it used before open(), which is taken back here.
+                if pid == self.pid:
+                    continue
+                base = self._base.pop(pid)
+                self._carried -= base
+                total -= base
+                del self._procs[pid]
+        self._last = max(self._last, total)
+        return self._last
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the tree now (shared pages counted in each process)."""
+        total = 0
+        for p in list(self._procs.values()):
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    @property
+    def size(self) -> int:
+        """Processes tracked now."""
+        return len(self._procs)

@@ -1,0 +1,126 @@
+"""CPU model: load x TDP with the Teads curve, TDP lookup, unknown CPUs, scope, busy loop > 0 W."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from carbon_callbacks import EnergyMeter
+from carbon_callbacks.sensors.cpu_model import (
+    DEFAULT_W_PER_CPU,
+    CpuInfo,
+    CpuModelSensor,
+    load_fraction,
+    lookup_tdp,
+    read_cpu_info,
+)
+from carbon_callbacks.sensors.process import ProcessTree
+
+
+def busy(seconds: float) -> int:
+    n, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        n += 1
+    return n
+
+
+def test_load_curve_passes_through_teads_points_and_is_never_zero():
+    assert load_fraction(0.0) == pytest.approx(0.12)
+    assert load_fraction(0.1) == pytest.approx(0.32)
+    assert load_fraction(0.5) == pytest.approx(0.75)
+    assert load_fraction(1.0) == pytest.approx(1.02)
+    assert load_fraction(0.3) == pytest.approx(0.32 + (0.75 - 0.32) * 0.5)
+    assert load_fraction(-1) > 0 and load_fraction(2) == pytest.approx(1.02)
+
+
+@pytest.mark.parametrize(
+    ("name", "tdp"),
+    [
+        ("Intel(R) Xeon(R) Gold 6148 CPU @ 2.40GHz", 150.0),
+        ("AMD EPYC 7763 64-Core Processor", 280.0),
+        ("Intel(R) Core(TM) i7-10510U CPU @ 1.80GHz", 15.0),
+    ],
+)
+def test_tdp_lookup_matches_real_model_names(name, tdp):
+    match = lookup_tdp(name)
+    assert match is not None and match[1] == tdp
+
+
+def test_generic_vm_name_is_not_matched():
+    assert lookup_tdp("Intel(R) Xeon(R) Processor") is None
+    assert lookup_tdp("") is None
+
+
+def test_unknown_cpu_uses_documented_per_cpu_default_and_says_so():
+    s = CpuModelSensor(info=CpuInfo("Mystery CPU 9000", 1, 8))
+    assert s.tdp_w == DEFAULT_W_PER_CPU * 8
+    assert "not in the TDP table" in s.reason and "per logical CPU" in s.reason
+
+
+def test_known_cpu_tdp_is_multiplied_by_sockets():
+    s = CpuModelSensor(info=CpuInfo("AMD EPYC 7763 64-Core Processor", 2, 256))
+    assert s.tdp_w == 560.0
+    assert "2 socket" in s.reason
+
+
+def test_cpu_info_reads_model_and_sockets(tmp_path):
+    f = tmp_path / "cpuinfo"
+    f.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC 7763 64-Core Processor\nphysical id\t: 0\n\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC 7763 64-Core Processor\nphysical id\t: 1\n"
+    )
+    info = read_cpu_info(str(f))
+    assert info.model_name.startswith("AMD EPYC 7763") and info.sockets == 2
+
+
+def test_bad_arguments_name_themselves():
+    with pytest.raises(ValueError, match="scope"):
+        CpuModelSensor(scope="all")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tdp_w"):
+        CpuModelSensor(tdp_w=0)
+
+
+@pytest.mark.parametrize("scope", ["process", "machine"])
+def test_busy_loop_reports_cpu_power_above_zero(scope):
+    with EnergyMeter(scope=scope, interval=0.2) as m:
+        a = m.mark()
+        busy(0.6)
+        b = m.mark()
+    w = m.window(a, b)
+    cpu = w.components["cpu"]
+    assert cpu.method == "model"
+    assert cpu.joules / w.seconds > 0.0
+    assert cpu.low < cpu.joules < cpu.high
+
+
+def test_process_scope_counts_no_more_than_the_machine():
+    tdp = 100.0
+    proc = CpuModelSensor(scope="process", tdp_w=tdp)
+    mach = CpuModelSensor(scope="machine", tdp_w=tdp)
+    t0 = time.monotonic()
+    proc.open(t0)
+    mach.open(t0)
+    busy(0.5)
+    t1 = time.monotonic()
+    jp, jm = proc.totals(t1).joules, mach.totals(t1).joules
+    assert 0 < jp <= jm * 1.0001
+    # the machine is never below the idle floor of the curve
+    assert jm >= tdp * 0.12 * (t1 - t0) * 0.999
+
+
+def test_process_tree_counts_a_child_that_ran_and_was_reaped():
+    tree = ProcessTree()
+    tree.open()
+    before = tree.cpu_seconds()
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time\nt=time.process_time()\n"
+                              "while time.process_time()-t<0.4: pass"])
+    time.sleep(0.05)
+    tree.refresh()
+    assert tree.size >= 2
+    child.wait()
+    used = tree.cpu_seconds() - before
+    assert used >= 0.35

@@ -1,0 +1,256 @@
+"""EnergyMeter: start/stop, marks and windows, restart, with/decorator, threads, degradation."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from carbon_callbacks import EnergyMeter
+from carbon_callbacks.sensors.base import Sensor, SensorError, Totals
+
+
+class ClockSensor(Sensor):
+    """A constant-power source: joules = watts x seconds since open, as a counter."""
+
+    method = "counter"
+
+    def __init__(self, component: str = "cpu", watts: float = 10.0, rel: float = 0.05,
+                 poll_interval: float | None = None) -> None:
+        self.component = component
+        self.watts = watts
+        self.rel = rel
+        self.poll_interval = poll_interval
+        self.t0 = 0.0
+        self.samples = 0
+        self.opened = 0
+        self.closed = 0
+
+    def open(self, now: float) -> None:
+        self.t0 = now
+        self.opened += 1
+
+    def sample(self, now: float) -> None:
+        self.samples += 1
+
+    def totals(self, now: float) -> Totals:
+        j = self.watts * (now - self.t0)
+        return Totals(j, j * (1 - self.rel), j * (1 + self.rel), self.method, "fake counter")
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class FailingSensor(ClockSensor):
+    """Works for ``good`` reads, then raises SensorError like a vanished file."""
+
+    def __init__(self, good: int, **kw) -> None:
+        super().__init__(**kw)
+        self.good = good
+        self.reads = 0
+
+    def totals(self, now: float) -> Totals:
+        self.reads += 1
+        if self.reads > self.good:
+            raise SensorError("energy_uj vanished")
+        return super().totals(now)
+
+
+class ModelSensor(ClockSensor):
+    method = "model"
+
+    def totals(self, now: float) -> Totals:
+        j = self.watts * (now - self.t0)
+        return Totals(j, j * 0.5, j * 1.5, "model", "fake model")
+
+
+def meter_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("carbon-callbacks-meter")]
+
+
+def test_window_between_marks_is_power_times_seconds():
+    m = EnergyMeter(sensors=[ClockSensor(watts=20.0)]).start()
+    a = m.mark()
+    time.sleep(0.05)
+    b = m.mark()
+    w = m.window(a, b)
+    m.stop()
+    assert w.seconds == pytest.approx(b.monotonic - a.monotonic)
+    assert w.component_joules("cpu") == pytest.approx(20.0 * w.seconds, rel=1e-9)
+    assert w.power_w == pytest.approx(20.0, rel=1e-9)
+    assert w.methods == {"cpu": "counter"}
+
+
+def test_window_range_comes_from_each_sensor():
+    m = EnergyMeter(sensors=[ClockSensor("cpu", 10.0, rel=0.05), ModelSensor("ram", 2.0)])
+    m.start()
+    a = m.mark()
+    time.sleep(0.02)
+    b = m.mark()
+    w = m.window(a, b)
+    m.stop()
+    cpu, ram = w.components["cpu"], w.components["ram"]
+    assert cpu.low == pytest.approx(cpu.joules * 0.95)
+    assert cpu.high == pytest.approx(cpu.joules * 1.05)
+    assert ram.low == pytest.approx(ram.joules * 0.5)
+    assert ram.high == pytest.approx(ram.joules * 1.5)
+    assert w.low == pytest.approx(cpu.low + ram.low)
+
+
+def test_stop_returns_whole_span_and_joins_named_daemon_thread():
+    s = ClockSensor(watts=5.0, poll_interval=0.01)
+    m = EnergyMeter(sensors=[s]).start()
+    threads = meter_threads()
+    assert len(threads) == 1 and threads[0].daemon
+    time.sleep(0.1)
+    w = m.stop()
+    assert not m.running
+    assert meter_threads() == []
+    assert s.samples >= 3  # the thread polled the source
+    assert s.closed == 1
+    assert w is not None and w.component_joules("cpu") == pytest.approx(5.0 * w.seconds)
+    assert m.stop() is None  # a second stop is harmless
+
+
+def test_meter_restarts_after_stop_from_zero():
+    s = ClockSensor(watts=1.0)
+    m = EnergyMeter(sensors=[s])
+    m.start()
+    first = m.mark()
+    m.stop()
+    m.start()
+    a = m.mark()
+    time.sleep(0.02)
+    b = m.mark()
+    w2 = m.stop()
+    assert s.opened == 2
+    assert a.joules["cpu"] < 0.01  # counted from the new start
+    assert m.window(a, b).component_joules("cpu") > 0
+    assert w2 is not None and w2.seconds < 1.0
+    with pytest.raises(ValueError, match="different runs"):
+        m.window(first, b)
+
+
+def test_context_manager_stops_thread_even_on_exception():
+    m = EnergyMeter(sensors=[ClockSensor(poll_interval=0.01)])
+    with pytest.raises(ZeroDivisionError):
+        with m:
+            assert m.running
+            1 / 0  # noqa: B018
+    assert not m.running
+    assert meter_threads() == []
+    assert m.last_window is not None
+
+
+def test_decorator_measures_each_call():
+    m = EnergyMeter(sensors=[ClockSensor(watts=3.0)])
+
+    @m
+    def work(x: int) -> int:
+        time.sleep(0.02)
+        return x * 2
+
+    assert work(21) == 42
+    assert not m.running
+    assert m.last_window is not None and m.last_window.seconds >= 0.015
+    assert m.last_window.component_joules("cpu") == pytest.approx(3.0 * m.last_window.seconds)
+
+
+def test_mark_is_thread_safe_and_monotone():
+    m = EnergyMeter(sensors=[ClockSensor(poll_interval=0.001)]).start()
+    readings = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(200):
+            r = m.mark()
+            with lock:
+                readings.append(r)
+
+    ts = [threading.Thread(target=worker) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    m.stop()
+    seqs = [r.seq for r in readings]
+    assert len(set(seqs)) == 800
+    by_seq = sorted(readings, key=lambda r: r.seq)
+    js = [r.joules["cpu"] for r in by_seq]
+    assert js == sorted(js)
+
+
+def test_mark_before_start_says_how_to_fix():
+    with pytest.raises(RuntimeError, match="start"):
+        EnergyMeter(sensors=[ClockSensor()]).mark()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "arg"),
+    [
+        ({"interval": 0}, "interval"),
+        ({"interval": "1"}, "interval"),
+        ({"scope": "node"}, "scope"),
+        ({"gpu_ids": [-1]}, "gpu_ids"),
+        ({"gpu_ids": "0"}, "gpu_ids"),
+        ({"sensors": []}, "sensors"),
+        ({"sensors": ["cpu"]}, "sensors"),
+    ],
+)
+def test_bad_arguments_fail_at_construction_naming_the_argument(kwargs, arg):
+    with pytest.raises(ValueError, match=arg):
+        EnergyMeter(**kwargs)
+
+
+def test_window_rejects_reversed_readings():
+    m = EnergyMeter(sensors=[ClockSensor()]).start()
+    a = m.mark()
+    time.sleep(0.01)
+    b = m.mark()
+    m.stop()
+    with pytest.raises(ValueError, match="earlier"):
+        m.window(b, a)
+
+
+def test_midrun_failure_degrades_once_and_is_noted_in_that_window(caplog):
+    primary = FailingSensor(good=2, watts=10.0)  # start() and a read it, then it fails at b
+    fallback = ModelSensor("cpu", watts=10.0)
+    from carbon_callbacks.sensors.base import FallbackChain
+
+    m = EnergyMeter(sensors=[FallbackChain([primary, fallback])])
+    with caplog.at_level(logging.WARNING):
+        m.start()
+        a = m.mark()
+        b = m.mark()  # the counter vanishes here: no exception
+        c = m.mark()
+        d = m.mark()
+        m.stop()
+    w_ab, w_cd = m.window(a, b), m.window(c, d)
+    assert a.methods["cpu"] == "counter" and b.methods["cpu"] == "model"
+    assert "energy_uj vanished" in w_ab.components["cpu"].reason
+    assert w_ab.components["cpu"].method == "model"
+    assert "vanished" not in w_cd.components["cpu"].reason
+    warnings = [r for r in caplog.records if "vanished" in r.getMessage()]
+    assert len(warnings) == 1
+    # joules keep growing across the switch: nothing counted so far is lost
+    assert b.joules["cpu"] >= a.joules["cpu"] and d.joules["cpu"] >= c.joules["cpu"]
+
+
+def test_sensor_failing_with_no_fallback_becomes_unavailable_without_raising():
+    m = EnergyMeter(sensors=[FailingSensor(good=1)]).start()
+    r = m.mark()  # second read fails
+    w = m.stop()
+    assert r.methods["cpu"] == "unavailable"
+    assert w is not None and "vanished" in w.components["cpu"].reason
+
+
+def test_default_meter_measures_cpu_and_ram_here():
+    m = EnergyMeter(interval=0.05)
+    assert set(m.methods) >= {"cpu", "ram"}
+    assert all(line for line in m.describe())
+    with m:
+        time.sleep(0.1)
+    assert m.last_window is not None
+    assert m.last_window.components["ram"].joules > 0
