@@ -88,13 +88,15 @@ def _provider() -> str:
 
 def _place(code: str, origin: str) -> IntensitySource:
     """A country or zone: live if a provider is configured, else the embedded table."""
-    from carbon_callbacks.intensity import live  # only parsed when a place is named
-
     provider = _provider()
     if provider == "electricitymaps":
+        from carbon_callbacks.intensity import live  # loaded only when a provider is configured
+
         return live.ElectricityMaps(code.strip().upper(), fallback=_zone_or_country(code, origin))
     if provider == "uk-carbon-intensity":
         if code.strip().upper() in _UK_CODES:
+            from carbon_callbacks.intensity import live
+
             return live.UKCarbonIntensity(os.environ.get(UK_POSTCODE_ENV) or None)
         _warn_once(
             "uk-not-gb",
@@ -128,8 +130,6 @@ def _zone_or_country(code: str, origin: str) -> tables.ZoneIntensity:
 
 
 def _from_string(text: str, origin: str) -> IntensitySource:
-    from carbon_callbacks.intensity import live
-
     spec = text.strip()
     if not spec:
         raise ValueError(f"{origin} is empty: give gCO2e/kWh, a country code or a cloud region")
@@ -147,8 +147,12 @@ def _from_string(text: str, origin: str) -> IntensitySource:
         except ValueError as exc:
             raise ValueError(f"{origin}: {exc}".replace("intensity: ", "", 1)) from None
     if sep and head in ("electricitymaps", "em"):
+        from carbon_callbacks.intensity import live
+
         return live.ElectricityMaps(rest.strip().upper(), fallback=_zone_or_country(rest, origin))
     if head in ("uk-carbon-intensity", "ukci"):
+        from carbon_callbacks.intensity import live
+
         return live.UKCarbonIntensity(rest.strip() or None)
     if sep:
         raise ValueError(
