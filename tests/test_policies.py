@@ -221,14 +221,16 @@ def test_theil_sen_ignores_one_outlier_and_pairs_without_progress():
 # ------------------------------------------------------------------------- CarbonBudget
 
 
+@pytest.mark.parametrize("with_forecast", [False, True])
 @pytest.mark.parametrize("seed", range(40))
-def test_carbon_budget_never_ends_above_budget(seed):
+def test_carbon_budget_never_ends_above_budget(seed, with_forecast):
     # A costly warm-up epoch, then epochs jittering +-10 % around a cost drawn per run.
     rng = random.Random(seed)
     mean = rng.uniform(3.0, 15.0)
     costs = [3 * mean] + [mean * rng.uniform(0.9, 1.1) for _ in range(200)]
     budget = 100.0
-    seen, decision = run_until_stop(CarbonBudget(max_co2_g=budget), costs)
+    forecast = Forecast(max_epochs=len(costs)) if with_forecast else None
+    seen, decision = run_until_stop(CarbonBudget(max_co2_g=budget, forecast=forecast), costs)
     assert decision.stop
     assert seen[-1].co2_g_total <= budget
     # ...and not absurdly early: less than about three epochs' worth is left on the table.
