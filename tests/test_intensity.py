@@ -344,6 +344,8 @@ def test_shipped_country_table_matches_ember_file_row_for_row():
         )
 
 
-def test_zone_source_repr_and_fixed_repr_are_readable():
+def test_sources_describe_themselves_for_run_metadata():
     assert "FRA" in repr(ZoneSource(resolve("FR").zone))
-    assert "56" in repr(FixedIntensity(56))
+    assert str(resolve("FR")) == resolve("FR").intensity_at(0, HOUR)[1]
+    assert str(FixedIntensity(56)) == "fixed 56 gCO2e/kWh (intensity=56)"
+    assert str(resolve(lambda a, b: 10.0)).startswith("function ")

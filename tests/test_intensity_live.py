@@ -310,7 +310,8 @@ def test_bad_token_never_appears_in_logs_output_or_results(grid, caplog, capsys,
     assert result.g == pytest.approx(lookup_country("DE").g_per_kwh)
     assert "HTTP 401" in result.provenance
     out = capsys.readouterr()
-    seen = " ".join([caplog.text, out.out, out.err, repr(source), str(vars(result)),
+    assert "Electricity Maps DE" in str(source)
+    seen = " ".join([caplog.text, out.out, out.err, repr(source), str(source), str(vars(result)),
                      repr(latest), *grid.requests])
     assert "HTTP 401" in caplog.text
     assert bad not in seen

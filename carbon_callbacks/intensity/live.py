@@ -155,6 +155,9 @@ class LiveSource(BaseIntensity):
         self.requests = 0
         """How many HTTP requests this source has made (for tests and diagnostics)."""
 
+    def __str__(self) -> str:
+        return f"{self.provider} {self.zone} hourly (fallback: {self.fallback.provenance})"
+
     # Subclasses: fetch the latest value, and a past span as {hour_start: g_per_kwh}.
     def _fetch_latest(self) -> float:
         raise NotImplementedError

@@ -102,6 +102,11 @@ class BaseIntensity:
         s = self.sample(start, end)
         return s.g_per_kwh, s.provenance
 
+    def __str__(self) -> str:
+        # What a run's metadata records as its intensity source; time-invariant sources answer
+        # the same at any time, so asking at 0 costs nothing and opens nothing.
+        return self.sample(0.0, 0.0).provenance
+
 
 class FixedIntensity(BaseIntensity):
     """A constant intensity given by the user (a PPA figure, a facility's own number).
@@ -282,6 +287,9 @@ class CallableIntensity(BaseIntensity):
             return IntensitySample(
                 s.g_per_kwh, s.low, s.high, f"{s.provenance} (fallback: {self.name} failed)"
             )
+
+    def __str__(self) -> str:
+        return f"function {self.name}"
 
     def __repr__(self) -> str:
         return f"CallableIntensity({self.name})"
