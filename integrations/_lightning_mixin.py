@@ -1,0 +1,157 @@
+"""The Lightning callback's behaviour, shared by the ``lightning.pytorch`` and ``pytorch_lightning``
+namespaces (their ``Callback`` base classes are different classes, so each namespace gets its own
+``CarbonCallback`` built from this mixin and its own base).
+
+It imports neither namespace: it only talks to the ``trainer``/``pl_module`` objects it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from carbon_callbacks.policies import Decision
+from carbon_callbacks.records import EpochRecord
+from carbon_callbacks.tracker import EpochTracker
+
+logger = logging.getLogger(__name__)
+
+
+def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Hyperparameters that survive JSON (others as their repr), for the ledger."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        try:
+            json.dumps(value)
+            out[str(key)] = value
+        except (TypeError, ValueError):
+            out[str(key)] = repr(value)
+    return out
+
+
+class LightningCarbonMixin:
+    """Per-epoch energy and CO2e logged with ``pl_module.log`` and a carbon-aware stop.
+
+    See ``carbon_callbacks.integrations.lightning.CarbonCallback`` for the user documentation.
+    """
+
+    _framework = "lightning"
+
+    def __init__(
+        self,
+        *,
+        intensity: Any = None,
+        policy: Any = None,
+        monitor: str | None = None,
+        trial: Any = None,
+        prefix: str = "",
+        pue: float = 1.0,
+        ledger: Any = None,
+        meter: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.tracker = EpochTracker(
+            intensity=intensity,
+            policy=policy,
+            monitor=monitor,
+            prefix=prefix,
+            pue=pue,
+            meter=meter,
+            ledger=ledger,
+            framework=self._framework,
+            trial=trial,
+            metadata=metadata,
+        )
+
+    # -------------------------------------------------------------- properties
+
+    @property
+    def records(self) -> tuple[EpochRecord, ...]:
+        """The run's epoch records so far (summed over all ranks under DDP)."""
+        return self.tracker.records
+
+    def check_pruned(self) -> None:
+        """Under DDP, call after ``fit`` to raise ``optuna.TrialPruned`` if the trial was pruned.
+
+        Single-process runs raise it from the epoch end directly, as optuna-integration does.
+        """
+        self.tracker.check_pruned()
+
+    # -------------------------------------------------------------- hooks
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        hparams = getattr(pl_module, "hparams", None) or {}
+        metadata = {
+            "hyperparameters": _json_safe(dict(hparams)),
+            "model": type(pl_module).__name__,
+            "max_epochs": trainer.max_epochs,
+            "world_size": trainer.world_size,
+        }
+        self.tracker.fit_start(metadata, primary=trainer.is_global_zero)
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self.tracker.epoch_start(trainer.current_epoch)
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        self.tracker.eval_start()
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        self.tracker.eval_end()
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        distributed = trainer.world_size > 1
+        reduce = self._reducer(trainer) if distributed else None
+        self.tracker.epoch_end(trainer.current_epoch, trainer.callback_metrics, reduce=reduce)
+        for name, value in self.tracker.log_dict().items():
+            # The tracker already summed the ranks, so every rank logs the same value: "max"
+            # keeps it exactly and tells Lightning the value is synchronised.
+            pl_module.log(
+                name,
+                value,
+                on_step=False,
+                on_epoch=True,
+                sync_dist=distributed,
+                reduce_fx="max" if distributed else "mean",
+                batch_size=1,
+            )
+        decision = self.tracker.decide()
+        stop = decision.stop
+        if distributed:
+            # Every rank must leave the loop at the same epoch, or the next collective hangs.
+            stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
+            if stop and not decision.stop:
+                self.tracker.stopped(Decision(True, "another rank's stopping policy said stop"))
+        if stop:
+            trainer.should_stop = True
+            if self.tracker.pruned and not distributed:
+                self.tracker.fit_end()
+                self.tracker.check_pruned()
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        self.tracker.fit_end()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self.tracker.fit_end()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.tracker.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.tracker.load_state_dict(state_dict)
+
+    # -------------------------------------------------------------- DDP
+
+    @staticmethod
+    def _reducer(trainer: Any) -> Any:
+        def reduce(values: Any) -> list[float]:
+            import torch
+
+            device = trainer.strategy.root_device
+            tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
+            summed = trainer.strategy.reduce(tensor, reduce_op="sum")
+            return [float(v) for v in summed.cpu()]
+
+        return reduce

@@ -1,0 +1,59 @@
+"""Per-epoch energy and CO2e for the standalone ``pytorch_lightning`` package, as metrics.
+
+For ``lightning.pytorch`` use ``carbon_callbacks.integrations.lightning``.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from carbon_callbacks.integrations._lightning_mixin import LightningCarbonMixin
+
+__all__ = ["CarbonCallback"]
+
+
+class CarbonCallback(LightningCarbonMixin, pl.Callback):
+    """Logs each epoch's energy and CO2e through ``pl_module.log`` and stops on a carbon policy.
+
+    At every training epoch end (after validation) it logs ``energy_kwh``, ``energy_kwh_total``,
+    ``co2_g``, ``co2_g_total``, ``power_w``, ``cpu_energy_kwh``, ``gpu_energy_kwh``,
+    ``ram_energy_kwh``, ``intensity_g_per_kwh`` and ``eval_energy_kwh`` (each with ``prefix``),
+    so they reach ``trainer.callback_metrics`` (``EarlyStopping``/``ModelCheckpoint`` can
+    monitor ``co2_g_total``) and every logger. Each epoch's window runs from the previous epoch's
+    end, so the epochs add up to the run, validation and sanity checks included. Under DDP each
+    rank measures its own process and devices and the logged values are the sum over ranks; the
+    stop decision is agreed by all ranks and the ledger is written by rank 0 only. Totals are
+    saved in checkpoints, so ``fit(ckpt_path=...)`` continues them.
+
+    Args:
+        intensity: gCO2e/kWh as a number, a country/zone/cloud-region code (``"FR"``,
+            ``"gcp:europe-west1"``), an ``IntensitySource``, or None (environment variables,
+            else the world average with a warning).
+        policy: A stopping rule from ``carbon_callbacks.policies`` (or any object with
+            ``decide(records)``); training stops when it says so.
+        monitor: The metric to record next to each epoch's CO2e (e.g. ``"val_acc"``).
+        trial: An Optuna trial: cumulative CO2e is reported to it every epoch; if it should be
+            pruned, ``optuna.TrialPruned`` is raised (under DDP: training stops on all ranks,
+            call ``check_pruned()`` after ``fit``).
+        prefix: Prepended to every logged key.
+        pue: Data-centre power usage effectiveness (1.0 to 5.0), applied to CO2e only.
+        ledger: None (default ledger), a path or database URL, a ``Ledger``, or False.
+        meter: An ``EnergyMeter`` to use instead of a process-scope one built at fit start.
+        metadata: Extra run metadata for the ledger (project, team...).
+
+    Raises:
+        TypeError, ValueError: An invalid argument, named in the message.
+
+    Example::
+
+        from pytorch_lightning import Trainer
+        from pytorch_lightning.callbacks import EarlyStopping
+        from carbon_callbacks.integrations.pytorch_lightning import CarbonCallback
+        from carbon_callbacks.policies import CarbonBudget
+
+        carbon = CarbonCallback(intensity="FR", policy=CarbonBudget(max_co2_g=20))
+        trainer = Trainer(max_epochs=50, callbacks=[carbon])
+        trainer.fit(model, datamodule=dm)
+        print(carbon.records[-1].co2_g_total)
+    """
+
+    _framework = "pytorch_lightning"
