@@ -166,7 +166,10 @@ def plot_run(
     ax_e.set_xlabel("epoch")
     ax_e.set_ylabel("energy (Wh)")
     ax_e.set_title("energy per epoch by component", fontsize=10)
-    ax_e.legend(fontsize=8)
+    tallest = max((r.energy_kwh * 1000.0 for r in train), default=0.0)
+    if tallest > 0:
+        ax_e.set_ylim(0, tallest * 1.25)  # headroom so the legend never hides a bar
+    ax_e.legend(fontsize=8, ncol=4, loc="upper center")
     ax_e.grid(alpha=0.3, axis="y")
 
     if title:

@@ -1,0 +1,186 @@
+"""The command line: each subcommand on a real ledger, and errors as one line without traceback."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ledger_records import make_record
+
+from carbon_callbacks.cli import main
+from carbon_callbacks.ledger import Ledger
+
+
+def _cli(*args: str, env_ledger: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if env_ledger is not None:
+        env["CARBON_CALLBACKS_LEDGER"] = str(env_ledger)
+    return subprocess.run(
+        [sys.executable, "-m", "carbon_callbacks", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("carbon-callbacks: error: ")
+    for w in words:
+        assert w in lines[0]
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "l.sqlite"
+    ledger = Ledger.open(path)
+    run_id = ledger.start_run({"project": "digits", "team": "ml", "framework": "lightning"})
+    for i in range(5):
+        ledger.add_epoch(run_id, make_record(i, metric=0.5 + 0.1 * i - 0.01 * i * i))
+    ledger.end_run(run_id, stopped_early=True, stop_reason="gain fell; shoulder at epoch 3")
+    ledger.close()
+    return path, run_id
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_empty_ledger_is_one_clear_line(tmp_path: Path) -> None:
+    for cmd in ("runs", "report", "export"):
+        proc = _cli(cmd, env_ledger=tmp_path / "empty.sqlite")
+        _one_line_error(proc, "holds no runs yet")
+    assert not (tmp_path / "empty.sqlite").exists()  # reading does not create a ledger
+
+
+@pytest.mark.parametrize("cmd", ["show", "plot", "compare-regions"])
+def test_unknown_run_id_is_one_clear_line(filled, cmd: str) -> None:
+    path, _ = filled
+    _one_line_error(_cli(cmd, "doesnotexist", "--ledger", str(path)), "no run 'doesnotexist'")
+
+
+def test_unwritable_output_path_is_one_clear_line(filled, tmp_path: Path) -> None:
+    path, run_id = filled
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    proc = _cli("plot", run_id, "--ledger", str(path), "-o", str(blocker / "out.png"))
+    _one_line_error(proc, "cannot write", "does not exist")
+    proc = _cli("export", "--ledger", str(path), "-o", str(tmp_path))
+    _one_line_error(proc, "cannot write", "folder")
+
+
+def test_bad_report_grouping_is_one_clear_line(filled) -> None:
+    path, _ = filled
+    _one_line_error(_cli("report", "--ledger", str(path), "--by", "colour"), "--by", "colour")
+
+
+def test_corrupt_ledger_read_is_one_clear_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"\x00garbage" * 500)
+    _one_line_error(_cli("runs", "--ledger", str(bad)), "corrupt")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_runs_lists_the_run(filled, capsys) -> None:
+    path, run_id = filled
+    assert main(["runs", "--ledger", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert run_id in out and "digits" in out and "stopped early" in out
+    assert main(["runs", "--ledger", str(path), "--format", "json"]) == 0
+    [run] = json.loads(capsys.readouterr().out)
+    assert run["run_id"] == run_id and run["epochs"] == 5
+
+
+def test_env_var_selects_the_ledger(filled) -> None:
+    path, run_id = filled
+    proc = _cli("runs", env_ledger=path)
+    assert proc.returncode == 0 and run_id in proc.stdout
+
+
+def test_show_prints_every_epoch_with_metric_and_gain(filled, capsys) -> None:
+    path, run_id = filled
+    assert main(["show", run_id[:6], "--ledger", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "stopped early: gain fell" in out
+    assert "val_acc" in out and "gain/kg" in out
+    assert main(["show", run_id, "--ledger", str(path), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]
+    assert float(rows[4]["val_acc"]) == pytest.approx(0.5 + 0.4 - 0.16)
+
+
+def test_compare_regions_lists_lowest_first(filled, capsys) -> None:
+    path, run_id = filled
+    assert main(["compare-regions", run_id, "--ledger", str(path), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 20
+    assert [r["co2_g"] for r in rows] == sorted(r["co2_g"] for r in rows)
+    assert main(["compare-regions", run_id, "--ledger", str(path), "--kind", "cloud"]) == 0
+    out = capsys.readouterr().out
+    assert "the same energy elsewhere" in out and ("gcp:" in out or "aws:" in out)
+
+
+def test_plot_writes_the_png_and_prints_its_path(filled, tmp_path: Path, capsys) -> None:
+    path, run_id = filled
+    out = tmp_path / "run.png"
+    assert main(["plot", run_id, "--ledger", str(path), "-o", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_import_then_export_csv(tmp_path: Path, capsys) -> None:
+    cc = tmp_path / "emissions.csv"
+    cc.write_text(
+        "timestamp,project_name,run_id,duration,emissions,energy_consumed,cpu_energy\n"
+        "2025-01-02T03:04:05,old-project,r1,100,0.002,0.01,0.01\n"
+    )
+    path = tmp_path / "l.sqlite"
+    assert main(["import", str(cc), "--ledger", str(path)]) == 0
+    assert "1 new run" in capsys.readouterr().out
+    out = tmp_path / "all.csv"
+    assert main(["export", "--ledger", str(path), "--format", "csv", "-o", str(out)]) == 0
+    [row] = list(csv.DictReader(out.open()))
+    assert row["project"] == "old-project" and float(row["co2_g"]) == pytest.approx(2.0)
+
+
+def test_import_of_a_missing_file_is_one_clear_line(tmp_path: Path) -> None:
+    proc = _cli("import", str(tmp_path / "nope.csv"), "--ledger", str(tmp_path / "l.sqlite"))
+    _one_line_error(proc, "cannot read")
+
+
+def test_spool_flush_writes_records_kept_while_the_file_was_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    path.write_bytes(b"corrupt" * 400)
+    ledger = Ledger.open(path)
+    run_id = ledger.start_run({"project": "kept"})
+    ledger.add_epoch(run_id, make_record(0))
+    assert ledger.spooled() == 2
+
+    proc = _cli("spool", "flush", "--ledger", str(path))
+    _one_line_error(proc, "corrupt", "move it aside")
+    path.rename(tmp_path / "l.sqlite.bad")
+    proc = _cli("spool", "status", "--ledger", str(path))
+    assert proc.returncode == 0 and proc.stdout.startswith("2 spooled writes")
+    proc = _cli("spool", "flush", "--ledger", str(path))
+    assert proc.returncode == 0 and "wrote 2 spooled records" in proc.stdout
+    assert [e.epoch for e in Ledger.open(path).epochs(run_id)] == [0]
+
+
+def test_help_lists_every_subcommand() -> None:
+    proc = _cli("--help")
+    assert proc.returncode == 0
+    for cmd in (
+        "detect", "runs", "report", "show", "plot", "compare-regions", "import", "export",
+        "spool", "demo",
+    ):  # fmt: skip
+        assert cmd in proc.stdout
