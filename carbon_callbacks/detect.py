@@ -13,6 +13,7 @@ from typing import Any, Literal
 from carbon_callbacks.sensors.base import FallbackChain, Sensor
 from carbon_callbacks.sensors.cpu_model import CpuModelSensor
 from carbon_callbacks.sensors.ram import RamModelSensor
+from carbon_callbacks.sensors.rapl import RaplSensor
 
 
 def build_sensors(
@@ -35,6 +36,12 @@ def build_sensors(
     Returns:
         One ``FallbackChain`` per component.
     """
-    cpu: list[Sensor] = [CpuModelSensor(scope=scope, interval=interval)]
-    ram: list[Sensor] = [RamModelSensor(scope=scope, interval=interval)]
+    cpu: list[Sensor] = [
+        RaplSensor("cpu", root=rapl_root, scope=scope, interval=interval),
+        CpuModelSensor(scope=scope, interval=interval),
+    ]
+    ram: list[Sensor] = [
+        RaplSensor("ram", root=rapl_root, scope=scope, interval=interval),
+        RamModelSensor(scope=scope, interval=interval),
+    ]
     return [FallbackChain(cpu), FallbackChain(ram)]

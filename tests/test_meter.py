@@ -46,15 +46,16 @@ class ClockSensor(Sensor):
 class FailingSensor(ClockSensor):
     """Works for ``good`` reads, then raises SensorError like a vanished file."""
 
-    def __init__(self, good: int, **kw) -> None:
+    def __init__(self, good: int, message: str, **kw) -> None:
         super().__init__(**kw)
         self.good = good
+        self.message = message  # warnings are once per cause per process: keep causes distinct
         self.reads = 0
 
     def totals(self, now: float) -> Totals:
         self.reads += 1
         if self.reads > self.good:
-            raise SensorError("energy_uj vanished")
+            raise SensorError(self.message)
         return super().totals(now)
 
 
@@ -215,7 +216,8 @@ def test_window_rejects_reversed_readings():
 
 
 def test_midrun_failure_degrades_once_and_is_noted_in_that_window(caplog):
-    primary = FailingSensor(good=2, watts=10.0)  # start() and a read it, then it fails at b
+    # start() and a read it, then it fails at b
+    primary = FailingSensor(good=2, watts=10.0, message="energy_uj vanished")
     fallback = ModelSensor("cpu", watts=10.0)
     from carbon_callbacks.sensors.base import FallbackChain
 
@@ -239,11 +241,11 @@ def test_midrun_failure_degrades_once_and_is_noted_in_that_window(caplog):
 
 
 def test_sensor_failing_with_no_fallback_becomes_unavailable_without_raising():
-    m = EnergyMeter(sensors=[FailingSensor(good=1)]).start()
+    m = EnergyMeter(sensors=[FailingSensor(good=1, message="counter file gone")]).start()
     r = m.mark()  # second read fails
     w = m.stop()
     assert r.methods["cpu"] == "unavailable"
-    assert w is not None and "vanished" in w.components["cpu"].reason
+    assert w is not None and "counter file gone" in w.components["cpu"].reason
 
 
 def test_default_meter_measures_cpu_and_ram_here():

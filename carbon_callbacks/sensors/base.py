@@ -16,10 +16,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
+_WARNED: set[str] = set()
 
 
 class SensorError(Exception):
-    """A sensor could not read its source; the chain falls back to the next method."""
+    """A sensor could not read its source; the chain falls back to the next method.
+
+    Args:
+        message: what failed and, where there is one, the fix.
+        cause: a key shared by failures with one cause (several files unreadable for one
+            reason), so that they make one warning between them.
+    """
+
+    def __init__(self, message: str, *, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class SourceMissing(SensorError):
+    """This machine has no such source (no powercap folder): the next method is used, silently.
+
+    Not a failure, so no warning; ``detect`` and ``describe()`` still say why it was passed over.
+    """
 
 
 class DeviceAbsent(SensorError):
@@ -120,7 +138,7 @@ class FallbackChain(Sensor):
         self._last: Totals | None = None
         self.notes: list[str] = []
         self.absent: str = ""
-        self._warned: set[str] = set()
+        self.skipped: list[str] = []
 
     @property
     def active(self) -> Sensor:
@@ -141,10 +159,11 @@ class FallbackChain(Sensor):
                 else "no other source; it stays at its last value")
         msg = f"{self.component}: {failed.method} source failed ({exc}); {then}"
         self.notes.append(msg)
-        key = f"{type(failed).__name__}:{exc}"
-        if key not in self._warned:
-            self._warned.add(key)
-            logger.warning("carbon_callbacks %s", msg)
+        # One warning per cause per process: a meter per Optuna trial must not repeat it.
+        key = getattr(exc, "cause", "") or f"{type(failed).__name__}:{exc}"
+        if key not in _WARNED:
+            _WARNED.add(key)
+            logger.warning("%s", msg)
 
     def _degrade(self, exc: BaseException, now: float) -> None:
         failed = self.active
@@ -169,6 +188,12 @@ class FallbackChain(Sensor):
                 self._sensors.append(Unavailable(self.component, str(exc)))
                 self._index = len(self._sensors) - 1
                 return
+            except SourceMissing as exc:
+                self.skipped.append(f"{type(self.active).__name__}: {exc}")
+                if self._index + 1 >= len(self._sensors):
+                    self._sensors.append(Unavailable(self.component, str(exc)))
+                self._index += 1
+                continue
             except Exception as exc:  # SensorError, or a bug in a sensor: never raise
                 if self._index + 1 >= len(self._sensors):
                     self._note(self.active, exc)
@@ -185,6 +210,7 @@ class FallbackChain(Sensor):
         self._last = None
         self.notes = []
         self.absent = ""
+        self.skipped = []
         self._sensors = [s for s in self._sensors if not isinstance(s, Unavailable)] or [
             self._sensors[0]
         ]
@@ -215,7 +241,10 @@ class FallbackChain(Sensor):
                 logger.debug("close failed for %r", s, exc_info=True)
 
     def describe(self) -> str:
-        return self.active.describe()
+        text = self.active.describe()
+        if self.skipped:
+            text += " [passed over: " + "; ".join(self.skipped) + "]"
+        return text
 
 
 class Unavailable(Sensor):

@@ -109,3 +109,40 @@ class ProcessTree:
     def size(self) -> int:
         """Processes tracked now."""
         return len(self._procs)
+
+
+class CpuShare:
+    """This process tree's share of the machine's busy CPU time, interval by interval.
+
+    Used to attribute a machine-wide energy counter under ``scope="process"``.
+
+    Args:
+        tree: the process tree; default this process and its descendants.
+    """
+
+    def __init__(self, tree: ProcessTree | None = None) -> None:
+        self.tree = tree or ProcessTree()
+        self._busy = 0.0
+        self._proc = 0.0
+        self._last_share = 1.0
+
+    def open(self) -> None:
+        """Take the baseline now."""
+        self.tree.open()
+        self._busy = machine_busy_seconds()
+        self._proc = self.tree.cpu_seconds()
+
+    def advance(self, refresh: bool = False) -> float:
+        """The share (0..1) since the previous call; ``refresh`` also looks for new children."""
+        if refresh:
+            self.tree.refresh()
+        busy, proc = machine_busy_seconds(), self.tree.cpu_seconds()
+        d_busy, d_proc = busy - self._busy, proc - self._proc
+        if d_busy > 0:
+            # Clock-tick rounding can show the tree busier than the machine: cap at the whole.
+            share = min(1.0, max(0.0, d_proc / d_busy))
+        else:
+            # Nothing ticked yet (a read right after another): keep the last share.
+            share = self._last_share
+        self._busy, self._proc, self._last_share = busy, proc, share
+        return share

@@ -1,0 +1,325 @@
+"""CPU package and DRAM energy from RAPL counters through Linux powercap (``energy_uj``).
+
+Zones are found under a root folder (default ``/sys/class/powercap``): ``intel-rapl:N`` (also
+used by the kernel for AMD Zen), ``amd-rapl:N`` and ``intel-rapl-mmio:N``. What is counted:
+
+- each socket's ``package-N`` domain once (for cpu), each ``dram`` domain (for ram);
+- not ``psys`` (the whole platform, which already holds package and DRAM), not ``core`` or
+  ``uncore`` (inside the package), not an MMIO zone or an AMD die that mirrors a package counter
+  already taken (same domain name, or the same counter value read at open);
+- wraparound through ``max_energy_range_uj``: the meter's thread reads at least twice per the
+  shortest wrap time at the zone's largest plausible power, so no wrap goes unseen.
+
+Since Linux 5.10 ``energy_uj`` is readable by root only (CVE-2020-8694); ``PERMISSION_FIX``
+says what to run, and the meter falls back to the CPU model meanwhile.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from carbon_callbacks.sensors.base import Sensor, SensorError, SourceMissing, Totals
+from carbon_callbacks.sensors.process import CpuShare
+from carbon_callbacks.sensors.ranges import (
+    RAPL_AMD_REL,
+    RAPL_INTEL_REL,
+    RAPL_QUANTUM_J,
+    counter_range,
+)
+
+MAX_PLAUSIBLE_W = 1000.0
+"""Power assumed for a zone without ``constraint_0_max_power_uw`` when timing reads for wraps."""
+
+_ZONE = re.compile(r"^(intel-rapl|amd-rapl|intel-rapl-mmio)((?::\d+)+)$")
+# MSR zones are preferred to MMIO ones that mirror them.
+_PREFERENCE = {"intel-rapl": 0, "amd-rapl": 1, "intel-rapl-mmio": 2}
+
+
+def permission_fix(root: str | os.PathLike[str]) -> str:
+    """The exact commands that make ``energy_uj`` readable, for the warning."""
+    root = os.fspath(root)
+    return (
+        f"make the counters readable: for this boot, `sudo chmod a+r {root}/*-rapl*:*/energy_uj`; "
+        "to keep it across reboots, a udev rule in /etc/udev/rules.d/99-rapl.rules: "
+        '`SUBSYSTEM=="powercap", ACTION=="add", RUN+="/bin/chmod a+r /sys%p/energy_uj"`; '
+        "or, for one group only, "
+        '`RUN+="/bin/chgrp power /sys%p/energy_uj", RUN+="/bin/chmod g+r /sys%p/energy_uj"` '
+        "and `sudo usermod -aG power $USER` (energy_uj is root-only since Linux 5.10 because of "
+        "the PLATYPUS side channel, CVE-2020-8694; give access only where that is acceptable)"
+    )
+
+
+@dataclass(frozen=True)
+class Zone:
+    """One RAPL domain the sensor counts."""
+
+    path: Path
+    name: str
+    control: str
+    max_range_uj: int
+    max_power_w: float
+
+    @property
+    def kind(self) -> str:
+        """"package" or "dram"."""
+        return "dram" if self.name.startswith("dram") else "package"
+
+    @property
+    def wrap_seconds(self) -> float:
+        """Shortest time the counter can take to wrap."""
+        return self.max_range_uj * 1e-6 / self.max_power_w
+
+    @property
+    def label(self) -> str:
+        """``name`` plus the folder, for reasons and ``detect``."""
+        return f"{self.name} ({self.path.name})"
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What a powercap root holds: zones to count and zones left out with why."""
+
+    root: Path
+    packages: tuple[Zone, ...]
+    drams: tuple[Zone, ...]
+    skipped: tuple[str, ...]
+    problem: str = ""
+
+
+def _read_text(path: Path) -> str:
+    with open(path, encoding="ascii") as f:
+        return f.read().strip()
+
+
+def read_energy_uj(path: Path, root: str | os.PathLike[str]) -> int:
+    """Read one ``energy_uj``; an unreadable one raises SensorError with the fix.
+
+    Raises:
+        SensorError: the file is missing, unreadable or holds no number.
+    """
+    try:
+        return int(_read_text(path / "energy_uj"))
+    except OSError as exc:
+        if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM):
+            raise SensorError(
+                f"cannot read {path / 'energy_uj'}: Permission denied; {permission_fix(root)}",
+                cause=f"rapl-permission:{os.fspath(root)}",
+            ) from exc
+        raise SensorError(f"cannot read {path / 'energy_uj'}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise SensorError(f"{path / 'energy_uj'} holds no number") from exc
+
+
+def discover(root: str | os.PathLike[str]) -> Discovery:
+    """List the RAPL zones under ``root`` that measure distinct energy.
+
+    Args:
+        root: the powercap folder.
+
+    Returns:
+        The zones to count for cpu (packages) and ram (DRAM), and what was left out and why.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        return Discovery(base, (), (), (), f"no powercap folder at {base} (no RAPL: usual in VMs, "
+                                           "containers and non-x86 machines)")
+    found: list[tuple[int, tuple[int, ...], Zone]] = []
+    skipped: list[str] = []
+    try:
+        entries = sorted(os.listdir(base))
+    except OSError as exc:
+        return Discovery(base, (), (), (), f"cannot list {base}: {exc.strerror or exc}")
+    for entry in entries:
+        m = _ZONE.match(entry)
+        if not m:
+            continue
+        path = base / entry
+        numbers = tuple(int(n) for n in m.group(2).split(":")[1:])
+        try:
+            name = _read_text(path / "name")
+            max_range = int(_read_text(path / "max_energy_range_uj"))
+        except (OSError, ValueError) as exc:
+            skipped.append(f"{entry}: unreadable name/max_energy_range_uj ({exc})")
+            continue
+        try:
+            max_power = int(_read_text(path / "constraint_0_max_power_uw")) / 1e6
+        except (OSError, ValueError):
+            max_power = 0.0
+        if max_power <= 0:
+            max_power = MAX_PLAUSIBLE_W
+        zone = Zone(path, name, m.group(1), max_range, max_power)
+        found.append((_PREFERENCE[m.group(1)], numbers, zone))
+
+    packages: list[Zone] = []
+    drams: list[Zone] = []
+    seen: dict[str, Zone] = {}
+    parents = {(z.control, n[0]): z.name for _, n, z in found if len(n) == 1}
+    for _, numbers, zone in sorted(found, key=lambda x: (x[0], x[1])):
+        name = zone.name
+        if name == "psys":
+            skipped.append(f"{zone.label}: psys is the whole platform (holds package and DRAM); "
+                           "not counted, to count nothing twice")
+            continue
+        if name in ("core", "uncore"):
+            skipped.append(f"{zone.label}: inside its package domain; not counted again")
+            continue
+        if not (name.startswith("package") or name.startswith("dram")):
+            skipped.append(f"{zone.label}: unknown domain; not counted")
+            continue
+        # A subzone's name is just "dram": key it by its package so sockets stay apart, and
+        # so an MMIO or mirrored zone of the same package and domain maps to the same key.
+        if len(numbers) > 1:
+            key = f"{parents.get((zone.control, numbers[0]), numbers[0])}/{name}"
+        else:
+            key = name
+        if key in seen:
+            skipped.append(f"{zone.label}: mirrors {seen[key].label}; counted once")
+            continue
+        seen[key] = zone
+        (drams if zone.kind == "dram" else packages).append(zone)
+    return Discovery(base, tuple(packages), tuple(drams), tuple(skipped))
+
+
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """"amd", "intel" or "" from ``/proc/cpuinfo``."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    v = line.partition(":")[2].strip()
+                    return "amd" if "AMD" in v else ("intel" if "Intel" in v else "")
+    except OSError:
+        pass
+    return ""
+
+
+class RaplSensor(Sensor):
+    """Energy of the CPU packages (``component="cpu"``) or DRAM (``"ram"``) from RAPL counters.
+
+    Args:
+        component: "cpu" for package domains, "ram" for DRAM domains.
+        root: the powercap folder.
+        scope: "machine" counts the whole counters; "process" this process tree's share of the
+            machine's busy CPU time in each interval (RAPL is machine-wide).
+        interval: the meter's interval; reads are made more often when a counter could wrap
+            sooner.
+        vendor: "intel" or "amd" (sets the accuracy band); default from ``/proc/cpuinfo``.
+    """
+
+    method = "counter"
+
+    def __init__(self, component: Literal["cpu", "ram"] = "cpu", *,
+                 root: str | os.PathLike[str] = "/sys/class/powercap",
+                 scope: Literal["process", "machine"] = "process", interval: float = 1.0,
+                 vendor: str | None = None) -> None:
+        if component not in ("cpu", "ram"):
+            raise ValueError(f"component: expected 'cpu' or 'ram', got {component!r}")
+        if scope not in ("process", "machine"):
+            raise ValueError(f"scope: expected 'process' or 'machine', got {scope!r}")
+        self.component = component
+        self.root = os.fspath(root)
+        self.scope = scope
+        self.interval = float(interval)
+        self.vendor = cpu_vendor() if vendor is None else vendor
+        self.poll_interval = self.interval
+        self._zones: tuple[Zone, ...] = ()
+        self._last_raw: list[int] = []
+        self._uj: list[float] = []
+        self._joules = 0.0
+        self._share = CpuShare() if scope == "process" else None
+        self._t = 0.0
+        self.discovery: Discovery | None = None
+        self.gap_note = ""
+        self.mirrors: list[str] = []
+
+    @property
+    def rel(self) -> float:
+        """The accuracy band of these counters."""
+        amd = self.vendor == "amd" or any(z.control == "amd-rapl" for z in self._zones)
+        return RAPL_AMD_REL if amd else RAPL_INTEL_REL
+
+    @property
+    def reason(self) -> str:
+        """What is counted, and how it is attributed."""
+        zones = ", ".join(z.label for z in self._zones) or "none"
+        text = f"RAPL counter: {zones}"
+        if self._share is not None:
+            text += ("; scope=process: machine-wide counter x this process tree's share of busy "
+                     "CPU time")
+        for note in (*self.mirrors, self.gap_note):
+            if note:
+                text += f"; {note}"
+        return text
+
+    def open(self, now: float) -> None:
+        d = discover(self.root)
+        self.discovery = d
+        if d.problem:
+            raise SourceMissing(d.problem)
+        zones = d.packages if self.component == "cpu" else d.drams
+        self.mirrors = []
+        self.gap_note = ""
+        if not zones:
+            what = "package" if self.component == "cpu" else "DRAM"
+            raise SourceMissing(f"no RAPL {what} domain under {d.root}")
+        raws = [read_energy_uj(z.path, self.root) for z in zones]
+        # AMD dies (and some MMIO zones) can show one socket's counter under several names:
+        # identical values at open on the same package number mean one counter.
+        kept: list[Zone] = []
+        kept_raw: list[int] = []
+        for z, r in zip(zones, raws, strict=True):
+            twin = next((k for k, kr in zip(kept, kept_raw, strict=True)
+                         if kr == r and k.max_range_uj == z.max_range_uj and r != 0
+                         and k.kind == z.kind), None)
+            if twin is None:
+                kept.append(z)
+                kept_raw.append(r)
+            else:
+                self.mirrors.append(f"{z.label} mirrors {twin.label}; counted once")
+        self._zones = tuple(kept)
+        self._last_raw = kept_raw
+        self._uj = [0.0] * len(kept)
+        self._joules = 0.0
+        self._t = now
+        if self._share is not None:
+            self._share.open()
+        shortest = min(z.wrap_seconds for z in self._zones)
+        self.poll_interval = max(0.01, min(self.interval, shortest / 2))
+
+    def _read(self, now: float, refresh: bool = False) -> None:
+        total = 0.0
+        for i, z in enumerate(self._zones):
+            raw = read_energy_uj(z.path, self.root)
+            delta = raw - self._last_raw[i]
+            if delta < 0:
+                delta += z.max_range_uj
+            self._last_raw[i] = raw
+            total += delta
+        gap = now - self._t
+        if gap > min(z.wrap_seconds for z in self._zones) and not self.gap_note:
+            # The thread was held up longer than a wrap can take: a wrap may be missing.
+            self.gap_note = (f"{gap:.0f} s between reads exceeded the shortest wrap time; "
+                             "a wrap may have gone unseen")
+        share = self._share.advance(refresh=refresh) if self._share is not None else 1.0
+        self._joules += total * 1e-6 * share
+        self._t = now
+
+    def sample(self, now: float) -> None:
+        self._read(now, refresh=True)
+
+    def totals(self, now: float) -> Totals:
+        self._read(now)
+        return self.last_good()
+
+    def last_good(self) -> Totals:
+        low, high = counter_range(self._joules, self.rel, RAPL_QUANTUM_J)
+        return Totals(self._joules, low, high, "counter", self.reason,
+                      tuple(z.name for z in self._zones))
+
+    def describe(self) -> str:
+        return f"{self.component}: counter - {self.reason}"

@@ -1,0 +1,266 @@
+"""RAPL through powercap, on fake trees: sockets, DRAM, psys, mirrors, wraps, permissions."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from carbon_callbacks import EnergyMeter
+from carbon_callbacks.sensors.base import FallbackChain
+from carbon_callbacks.sensors.cpu_model import CpuModelSensor
+from carbon_callbacks.sensors.rapl import RaplSensor, discover
+from carbon_callbacks.testing import FakePowercap
+
+
+def rapl_meter(root, **kw) -> EnergyMeter:
+    """A meter on a fake tree: RAPL for cpu and ram, falling back to the models."""
+    scope = kw.pop("scope", "machine")
+    sensors = [
+        FallbackChain([RaplSensor("cpu", root=root, scope=scope, vendor="intel", **kw),
+                       CpuModelSensor(scope=scope)]),
+        FallbackChain([RaplSensor("ram", root=root, scope=scope, vendor="intel", **kw)]),
+    ]
+    return EnergyMeter(sensors=sensors)
+
+
+def two_socket_tree(root) -> tuple[FakePowercap, dict]:
+    t = FakePowercap(root)
+    z = {
+        "pkg0": t.add_zone("intel-rapl:0", "package-0", energy_uj=5_000_000),
+        "core0": t.add_zone("intel-rapl:0:0", "core"),
+        "dram0": t.add_zone("intel-rapl:0:1", "dram", max_range_uj=65_532_610_987),
+        "pkg1": t.add_zone("intel-rapl:1", "package-1", energy_uj=77_000_000),
+        "dram1": t.add_zone("intel-rapl:1:0", "dram", max_range_uj=65_532_610_987),
+        "psys": t.add_zone("intel-rapl:2", "psys"),
+    }
+    return t, z
+
+
+def test_sockets_summed_dram_apart_psys_and_core_not_counted(tmp_path):
+    t, z = two_socket_tree(tmp_path)
+    m = rapl_meter(tmp_path).start()
+    a = m.mark()
+    t.advance(z["pkg0"], 40.0)
+    t.advance(z["core0"], 30.0)  # inside package-0: must not add
+    t.advance(z["pkg1"], 25.5)
+    t.advance(z["dram0"], 6.25)
+    t.advance(z["dram1"], 3.75)
+    t.advance(z["psys"], 500.0)  # the whole platform: must not add
+    b = m.mark()
+    m.stop()
+    w = m.window(a, b)
+    assert w.component_joules("cpu") == pytest.approx(65.5, rel=1e-3)
+    assert w.component_joules("ram") == pytest.approx(10.0, rel=1e-3)
+    assert w.methods == {"cpu": "counter", "ram": "counter"}
+    assert set(w.components["cpu"].devices) == {"package-0", "package-1"}
+    d = discover(tmp_path)
+    assert any("psys" in s for s in d.skipped) and any("core" in s for s in d.skipped)
+
+
+def test_counter_range_is_documented_accuracy(tmp_path):
+    t, z = two_socket_tree(tmp_path)
+    m = rapl_meter(tmp_path).start()
+    a = m.mark()
+    t.advance(z["pkg0"], 100.0)
+    w = m.window(a, m.mark())
+    m.stop()
+    cpu = w.components["cpu"]
+    assert cpu.low == pytest.approx(95.0, abs=1e-3) and cpu.high == pytest.approx(105.0, abs=1e-3)
+
+
+def test_amd_counters_get_the_wider_band(tmp_path):
+    t = FakePowercap(tmp_path)
+    pkg = t.add_zone("amd-rapl:0", "package-0")
+    s = FallbackChain([RaplSensor("cpu", root=tmp_path, scope="machine", vendor="amd")])
+    m = EnergyMeter(sensors=[s]).start()
+    a = m.mark()
+    t.advance(pkg, 100.0)
+    w = m.window(a, m.mark())
+    m.stop()
+    assert w.components["cpu"].low == pytest.approx(85.0, abs=1e-3)
+
+
+def test_counter_wrapping_once_between_reads(tmp_path):
+    t = FakePowercap(tmp_path)
+    rng = 262_143_328_850
+    pkg = t.add_zone("intel-rapl:0", "package-0", max_range_uj=rng, energy_uj=rng - 3_000_000)
+    m = rapl_meter(tmp_path).start()
+    a = m.mark()
+    t.advance(pkg, 10.0)  # 3 J to the top, then 7 J past zero
+    b = m.mark()
+    m.stop()
+    assert pkg.wraps == 1
+    assert m.window(a, b).component_joules("cpu") == pytest.approx(10.0, rel=1e-3)
+
+
+def test_counter_wrapping_many_times_between_marks_is_caught_by_the_thread_reads(tmp_path):
+    t = FakePowercap(tmp_path)
+    pkg = t.add_zone("intel-rapl:0", "package-0", max_range_uj=20_000_000, max_power_w=100)
+    sensor = RaplSensor("cpu", root=tmp_path, scope="machine", vendor="intel")
+    sensor.open(0.0)
+    assert sensor.poll_interval == pytest.approx(0.1)  # half the 0.2 s wrap time at 100 W
+    start = sensor.totals(0.0).joules
+    truth = 0.0
+    for i in range(1, 41):  # 40 steps of 9 J: 18 wraps of a 20 J counter
+        t.advance(pkg, 9.0)
+        truth += 9.0
+        sensor.sample(i * 0.09)  # what the meter's thread does between two marks
+    end = sensor.totals(3.7).joules
+    assert pkg.wraps == 18
+    assert end - start == pytest.approx(truth, rel=1e-3)
+    assert "unseen" not in sensor.reason
+
+
+def test_meter_thread_catches_wraps_of_a_live_counter(tmp_path):
+    t = FakePowercap(tmp_path)
+    pkg = t.add_zone("intel-rapl:0", "package-0", max_range_uj=30_000_000, max_power_w=200)
+    m = rapl_meter(tmp_path).start()
+    a = m.mark()
+    stop = threading.Event()
+    written = []
+
+    def writer():  # 100 W in 10 ms steps: a wrap every 0.3 s, reads due every 75 ms
+        while not stop.is_set():
+            t.advance(pkg, 1.0)
+            written.append(1.0)
+            time.sleep(0.01)
+
+    th = threading.Thread(target=writer)
+    th.start()
+    time.sleep(1.5)
+    stop.set()
+    th.join()
+    b = m.mark()
+    m.stop()
+    assert pkg.wraps >= 2
+    assert m.window(a, b).component_joules("cpu") == pytest.approx(sum(written), rel=1e-3)
+
+
+def test_mirrored_amd_dies_and_mmio_zone_counted_once(tmp_path):
+    t = FakePowercap(tmp_path)
+    pkg = t.add_zone("amd-rapl:0", "package-0", energy_uj=1_000_000)
+    t.mirror("amd-rapl:1", pkg)  # a second die showing the same socket counter
+    t.mirror("intel-rapl-mmio:0", pkg)
+    s = RaplSensor("cpu", root=tmp_path, scope="machine", vendor="amd")
+    m = EnergyMeter(sensors=[s]).start()
+    a = m.mark()
+    t.advance(pkg, 50.0)
+    w = m.window(a, m.mark())
+    m.stop()
+    assert w.component_joules("cpu") == pytest.approx(50.0, rel=1e-3)
+    assert "counted once" in " ".join(discover(tmp_path).skipped)
+
+
+def test_mirrored_die_under_another_name_is_caught_by_its_value(tmp_path):
+    t = FakePowercap(tmp_path)
+    pkg = t.add_zone("intel-rapl:0", "package-0-die-0", energy_uj=7_654_321)
+    twin = t.mirror("intel-rapl:1", pkg)
+    (twin.path / "name").write_text("package-0-die-1\n")
+    s = RaplSensor("cpu", root=tmp_path, scope="machine", vendor="amd")
+    m = EnergyMeter(sensors=[s]).start()
+    a = m.mark()
+    t.advance(pkg, 20.0)
+    w = m.window(a, m.mark())
+    m.stop()
+    assert w.component_joules("cpu") == pytest.approx(20.0, rel=1e-3)
+    assert "mirrors" in w.components["cpu"].reason
+
+
+def test_missing_root_falls_back_to_model_without_warning(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        m = rapl_meter(tmp_path / "nothing").start()
+        r = m.mark()
+        m.stop()
+    assert r.methods["cpu"] == "model"
+    assert not [x for x in caplog.records if x.levelno >= logging.WARNING]
+    assert "no powercap folder" in " ".join(m.describe())
+
+
+def test_counter_vanishing_midrun_degrades_to_model_noted_once(tmp_path, caplog):
+    t, z = two_socket_tree(tmp_path)
+    m = rapl_meter(tmp_path).start()
+    a = m.mark()
+    t.advance(z["pkg0"], 30.0)
+    b = m.mark()
+    t.remove_counter(z["pkg1"])
+    with caplog.at_level(logging.WARNING):
+        c = m.mark()
+        d = m.mark()
+    m.stop()
+    assert m.window(a, b).component_joules("cpu") == pytest.approx(30.0, rel=1e-3)
+    w_bc, w_cd = m.window(b, c), m.window(c, d)
+    assert w_bc.components["cpu"].method == "model"
+    assert "counter source failed" in w_bc.components["cpu"].reason
+    assert "failed" not in w_cd.components["cpu"].reason
+    assert c.joules["cpu"] >= b.joules["cpu"]
+    assert len([x for x in caplog.records if "energy_uj" in x.getMessage()]) == 1
+
+
+def test_process_scope_attributes_a_share_and_says_so(tmp_path):
+    t, z = two_socket_tree(tmp_path)
+    m = rapl_meter(tmp_path, scope="process").start()
+    a = m.mark()
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:
+        pass
+    t.advance(z["pkg0"], 100.0)
+    b = m.mark()
+    m.stop()
+    cpu = m.window(a, b).components["cpu"]
+    assert 0.0 < cpu.joules <= 100.0 * 1.001
+    assert "share of busy CPU time" in cpu.reason
+
+
+UNREADABLE_CHECK = """
+import json, logging, sys
+records = []
+class H(logging.Handler):
+    def emit(self, r): records.append(r.getMessage())
+logging.getLogger("carbon_callbacks").addHandler(H())
+from carbon_callbacks import EnergyMeter
+m = EnergyMeter(rapl_root=sys.argv[1], scope="machine").start()
+r = m.mark()
+r2 = m.mark()
+m.stop()
+print(json.dumps({"methods": dict(r.methods), "warnings": records,
+                  "cpu_j": r2.joules["cpu"]}))
+"""
+
+
+def _drop_file_read_override() -> None:
+    """In the child: give up root's right to read any file (CAP_DAC_OVERRIDE/READ_SEARCH)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_unreadable_counter_warns_once_with_the_fix_and_falls_back(tmp_path):
+    t = FakePowercap(tmp_path)
+    for zone in (t.add_zone("intel-rapl:0", "package-0"), t.add_zone("intel-rapl:0:0", "dram")):
+        f = zone.path / "energy_uj"
+        if os.geteuid() == 0:
+            # Root reads anything; owned by someone else and read by a root that has given up
+            # that privilege, the file fails with a real EACCES, as for a user on Linux >= 5.10.
+            os.chown(f, 65534, 65534)
+        os.chmod(f, 0o400 if os.geteuid() == 0 else 0o000)
+    pre = _drop_file_read_override if os.geteuid() == 0 else None
+    out = subprocess.run([sys.executable, "-c", UNREADABLE_CHECK, str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, preexec_fn=pre)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["methods"]["cpu"] == "model" and res["methods"]["ram"] == "model"
+    assert res["cpu_j"] >= 0
+    perm = [w for w in res["warnings"] if "Permission denied" in w]
+    assert len(perm) == 1, res["warnings"]
+    fix = perm[0]
+    assert "chmod a+r" in fix and "udev" in fix and "usermod -aG power" in fix
+    assert "/sys%p/energy_uj" in fix
