@@ -657,12 +657,14 @@ class EpochTracker:
                 decision = CONTINUE
         if not decision.stop and self.trial is not None and self._primary and self._records:
             try:
-                if self.trial.should_prune():
+                from carbon_callbacks.integrations.optuna import should_prune
+
+                if should_prune(self.trial):
                     epoch = self._records[-1].epoch
                     number = getattr(self.trial, "number", "?")
                     decision = Decision(True, f"Optuna pruned trial {number} at epoch {epoch}")
                     self._pruned = True
-            except Exception as exc:  # noqa: BLE001 - multi-objective trials refuse this
+            except Exception as exc:  # noqa: BLE001
                 self._warn("trial-prune", "cannot ask the Optuna trial to prune (%s)", exc)
         if decision.stop:
             self.stopped(decision)
