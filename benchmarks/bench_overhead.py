@@ -1,0 +1,86 @@
+"""Training overhead: the same small Lightning fit with no tracker, ours, and CodeCarbon.
+
+Each fit is a fresh process (fit_worker.py), as a real job is, so CodeCarbon's in-process
+hardware cache does not hide its cold start. Rounds run every config once in a shuffled order;
+ratios to the no-tracker fit are taken within each round. Prints a markdown section.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import fit_worker  # noqa: E402
+from figures import HERE, PYTHON, REPO, log, spread, table  # noqa: E402
+
+ROUNDS = 4
+CONFIGS = {
+    "none": "no tracker",
+    "ours": "ours: `CarbonCallback(intensity=\"FR\")`",
+    "cc1": "CodeCarbon `OfflineEmissionsTracker(measure_power_secs=1)`",
+    "ccdefault": "CodeCarbon `OfflineEmissionsTracker()` (default interval)",
+}
+
+
+def one(config: str, out: str) -> dict:
+    proc = subprocess.run([PYTHON, os.path.join(HERE, "fit_worker.py"), config, out], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    try:
+        with open(out) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {"config": config, "error": proc.stderr.strip()[-400:]}
+
+
+def main() -> int:
+    rng = random.Random(0)
+    rounds: list[dict[str, dict]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(ROUNDS):
+            order = list(CONFIGS)
+            rng.shuffle(order)
+            rounds.append({c: one(c, os.path.join(tmp, f"{c}{i}.json")) for c in order})
+            log(f"overhead: round {i + 1}/{ROUNDS} ({', '.join(order)})")
+    out = ["## Training overhead (Lightning)", ""]
+    out.append(
+        f"A {fit_worker.EPOCHS}-epoch fit of a 2-layer MLP on {fit_worker.SAMPLES} synthetic "
+        f"samples (batch {fit_worker.BATCH}, one torch thread, CPU, validation every epoch), "
+        f"each fit in a fresh process; {ROUNDS} rounds, configs shuffled within a round. "
+        "Time: from constructing the callback/tracker to its stop (`fit()` for no tracker); "
+        "imports are done before the clock starts, for every config alike. Ratio: config / "
+        "no tracker within the same round. Target for ours: <= 1.01. The machine was shared "
+        "with other work while this ran, so single fits vary by a few percent.")
+    out.append("")
+    rows, notes = [], []
+    for config, name in CONFIGS.items():
+        times, ratios = [], []
+        for rnd in rounds:
+            r, base = rnd[config], rnd["none"]
+            if "error" in r:
+                notes.append(f"- {config} failed: {r['error']}")
+                continue
+            times.append(r["total_s"])
+            if "error" not in base:
+                ratios.append(r["total_s"] / base["total_s"])
+        rows.append([name, spread(times, "{:.3f}", " s"), spread(ratios, "{:.3f}")])
+    out.append(table(["config", "time", "ratio to no tracker"], rows))
+    ours_ok = [rnd["ours"] for rnd in rounds if "error" not in rnd["ours"]]
+    if ours_ok:
+        out.append("")
+        out.append("Keys our callback put in `trainer.callback_metrics`: "
+                   + ", ".join(f"`{k}`" for k in ours_ok[0]["logged"]))
+    if notes:
+        out.append("")
+        out += sorted(set(notes))
+    print("\n".join(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

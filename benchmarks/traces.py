@@ -1,0 +1,80 @@
+"""Known power traces for the accuracy benchmark, as exact cumulative-energy functions.
+
+Each trace is a function of seconds since a shared origin (``time.monotonic()`` is
+CLOCK_MONOTONIC, the same clock in every process of the machine), so the driver that writes
+the fake counters, the fake NVML module and the scorer all agree on the true joules of any
+interval without passing samples around.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A periodic power trace: ``low`` W, with ``high`` W for ``on`` s out of every ``period`` s.
+
+    A constant trace has ``on == 0``. ``wrap_j`` is the counter range in joules: the fake
+    counter goes back to zero each time it passes it (RAPL's ``max_energy_range_uj``).
+    """
+
+    name: str
+    low: float
+    high: float = 0.0
+    period: float = 1.0
+    on: float = 0.0
+    wrap_j: float = 262_143.0
+    what: str = ""
+
+    def energy(self, t: float) -> float:
+        """Exact joules from the origin to ``t`` seconds (the integral of the power)."""
+        if t <= 0:
+            return 0.0
+        whole, rest = divmod(t, self.period)
+        on_time = whole * self.on + min(rest, self.on)
+        return self.low * t + (self.high - self.low) * on_time
+
+    def joules(self, a: float, b: float) -> float:
+        """Exact joules between ``a`` and ``b`` seconds after the origin."""
+        return self.energy(b) - self.energy(a)
+
+    def mean_power(self) -> float:
+        """Long-run mean power in watts."""
+        return self.low + (self.high - self.low) * self.on / self.period
+
+    def counter_uj(self, t: float) -> int:
+        """The value a RAPL ``energy_uj`` file shows at ``t``: microjoules modulo the range."""
+        return int(self.energy(t) * 1e6) % int(self.wrap_j * 1e6)
+
+    def wraps_between(self, a: float, b: float) -> int:
+        """How many times the counter wraps between ``a`` and ``b``."""
+        rng = self.wrap_j
+        return math.floor(self.energy(b) / rng) - math.floor(self.energy(a) / rng)
+
+
+# CPU package traces written into fake powercap trees. The wrap trace's range is 5 s at its
+# power, so a tool reading less often than every 5 s sees several wraps per gap: a stress
+# case (real package counters wrap every tens of minutes or more).
+CPU_TRACES: tuple[Trace, ...] = (
+    Trace("constant", low=42.0, what="42 W constant"),
+    Trace("square", low=10.0, high=70.0, period=0.1, on=0.05,
+          what="100 ms square wave, 10 W / 70 W, 50% duty"),
+    Trace("spikes", low=15.0, high=215.0, period=0.25, on=0.005,
+          what="15 W with a 5 ms spike to 215 W every 250 ms"),
+    Trace("wrap", low=60.0, wrap_j=300.0,
+          what="60 W constant, counter range 300 J (wraps every 5 s)"),
+)
+
+# GPU trace followed by the fake NVML module (total-energy counter in mJ).
+GPU_TRACE = Trace("gpu-square", low=60.0, high=240.0, period=0.2, on=0.1,
+                  what="200 ms square wave, 60 W / 240 W")
+
+
+def by_name(name: str) -> Trace:
+    """The CPU trace called ``name`` (or the GPU trace)."""
+    for trace in (*CPU_TRACES, GPU_TRACE):
+        if trace.name == name:
+            return trace
+    raise KeyError(name)
