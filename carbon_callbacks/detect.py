@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from carbon_callbacks.sensors.base import FallbackChain, Sensor
 from carbon_callbacks.sensors.cpu_model import CpuModelSensor
+from carbon_callbacks.sensors.nvml import NvmlSensor
 from carbon_callbacks.sensors.ram import RamModelSensor
 from carbon_callbacks.sensors.rapl import RaplSensor
 
@@ -44,4 +45,6 @@ def build_sensors(
         RaplSensor("ram", root=rapl_root, scope=scope, interval=interval),
         RamModelSensor(scope=scope, interval=interval),
     ]
-    return [FallbackChain(cpu), FallbackChain(ram)]
+    gpu: list[Sensor] = [NvmlSensor(nvml=nvml, gpu_ids=tuple(gpu_ids) if gpu_ids else None,
+                                     scope=scope)]
+    return [FallbackChain(cpu), FallbackChain(gpu), FallbackChain(ram)]

@@ -125,6 +125,7 @@ class EnergyMeter:
         self._thread: threading.Thread | None = None
         self._marks: OrderedDict[int, _MarkDetail] = OrderedDict()
         self._start_reading: Reading | None = None
+        self._methods: dict[str, str] = {}
         self.last_window: Window | None = None
         """The window returned by the last ``stop()`` (also set by ``with`` and the decorator)."""
 
@@ -137,9 +138,12 @@ class EnergyMeter:
 
     @property
     def methods(self) -> dict[str, str]:
-        """The method each component uses now (before ``start()``: the one it will try first)."""
+        """The method of each measured component as of the last reading ({} before ``start()``).
+
+        Which sources exist is found when ``start()`` opens them (a GPU, a readable counter).
+        """
         with self._lock:
-            return {c.component: c.method for c in self._chains if not c.absent}
+            return dict(self._methods)
 
     def describe(self) -> list[str]:
         """One line per component: its source, method and why."""
@@ -254,6 +258,7 @@ class EnergyMeter:
             totals[c.component] = t
             notes[c.component] = notes.get(c.component, 0) + len(c.notes)
         seq = next(self._seq)
+        self._methods = {k: v.method for k, v in totals.items()}
         self._marks[seq] = _MarkDetail(self._run, totals, notes)
         while len(self._marks) > _MAX_MARKS:
             oldest = next(iter(self._marks))

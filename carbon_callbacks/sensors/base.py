@@ -12,11 +12,18 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 _WARNED: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    # One warning per cause per process: a meter per Optuna trial must not repeat it.
+    if key not in _WARNED:
+        _WARNED.add(key)
+        logger.warning("%s", message)
 
 
 class SensorError(Exception):
@@ -71,6 +78,18 @@ class Sensor(ABC):
     component: str = ""
     method: str = "unavailable"
     poll_interval: float | None = None
+    _reporter: Callable[[str, str], None] | None = None
+
+    def report(self, message: str, cause: str = "") -> None:
+        """Note a partial degradation (one GPU of several) without failing the sensor.
+
+        Inside a ``FallbackChain`` the note reaches the window's reason and one warning per
+        cause is logged; a bare sensor only logs the warning once.
+        """
+        if self._reporter is not None:
+            self._reporter(message, cause)
+        else:
+            _warn_once(cause or message, message)
 
     @abstractmethod
     def open(self, now: float) -> None:
@@ -133,6 +152,8 @@ class FallbackChain(Sensor):
             raise ValueError(f"sensors: all must measure one component, got {sorted(comps)}")
         self.component = sensors[0].component
         self._sensors = list(sensors)
+        for s in self._sensors:
+            s._reporter = self._record
         self._index = 0
         self._offset: Totals | None = None
         self._last: Totals | None = None
@@ -158,12 +179,11 @@ class FallbackChain(Sensor):
         then = (f"using {nxt.method} from now on" if nxt
                 else "no other source; it stays at its last value")
         msg = f"{self.component}: {failed.method} source failed ({exc}); {then}"
-        self.notes.append(msg)
-        # One warning per cause per process: a meter per Optuna trial must not repeat it.
-        key = getattr(exc, "cause", "") or f"{type(failed).__name__}:{exc}"
-        if key not in _WARNED:
-            _WARNED.add(key)
-            logger.warning("%s", msg)
+        self._record(msg, getattr(exc, "cause", "") or f"{type(failed).__name__}:{exc}")
+
+    def _record(self, message: str, cause: str = "") -> None:
+        self.notes.append(message)
+        _warn_once(cause or message, message)
 
     def _degrade(self, exc: BaseException, now: float) -> None:
         failed = self.active
