@@ -95,6 +95,12 @@ def plot_run(
 
     train = train_records(records)
     monitor = pick_monitor(train, monitor)
+    everything = list(train) + list(baseline or ())
+    # Milligrams / milliwatt-hours for small runs, so the ticks read 0.5 rather than 0.0005.
+    g_max = max((r.co2_g_total for r in everything), default=0.0)
+    g_scale, g_unit = (1e3, "mg") if g_max < 1.0 else (1.0, "g")
+    wh_max = max((r.energy_kwh * 1e3 for r in train), default=0.0)
+    wh_scale, wh_unit = (1e3, "mWh") if wh_max < 1.0 else (1.0, "Wh")
     fig = Figure(figsize=(12, 4.8), dpi=100)
     FigureCanvasAgg(fig)
     ax_m, ax_e = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
@@ -104,7 +110,7 @@ def plot_run(
     else:
         if baseline:
             b = [
-                (r.co2_g_total, v)
+                (r.co2_g_total * g_scale, v)
                 for r in train_records(baseline)
                 if (v := r.metric(monitor)) is not None
             ]
@@ -112,7 +118,11 @@ def plot_run(
                 ax_m.plot(
                     *zip(*b, strict=True), "o-", color="#B0B0B0", ms=3, lw=1.5, label=baseline_label
                 )
-        pts = [(r.co2_g_total, v, r.epoch) for r in train if (v := r.metric(monitor)) is not None]
+        pts = [
+            (r.co2_g_total * g_scale, v, r.epoch)
+            for r in train
+            if (v := r.metric(monitor)) is not None
+        ]
         if pts:
             xs, ys, es = zip(*pts, strict=True)
             ax_m.plot(xs, ys, "o-", color="#2A7F62", ms=4, lw=2, label="this run")
@@ -147,26 +157,26 @@ def plot_run(
         ax_m.legend(
             loc="lower right" if metric_mode(monitor) == "max" else "upper right", fontsize=8
         )
-    ax_m.set_xlabel("cumulative CO2e (g)")
+    ax_m.set_xlabel(f"cumulative CO2e ({g_unit})")
     ax_m.set_title(f"{monitor or 'metric'} vs cumulative CO2e", fontsize=10)
     ax_m.grid(alpha=0.3)
 
     epochs = [r.epoch for r in train]
     bottom = [0.0] * len(train)
     for name in COMPONENTS:
-        wh = [getattr(r, f"{name}_energy_kwh") * 1000.0 for r in train]
+        wh = [getattr(r, f"{name}_energy_kwh") * 1e3 * wh_scale for r in train]
         if any(wh):
             ax_e.bar(epochs, wh, bottom=bottom, color=_COLORS[name], label=name.upper())
             bottom = [b + w for b, w in zip(bottom, wh, strict=True)]
     # Whatever the components do not account for (a record without a split) is still shown.
-    rest = [max(0.0, r.energy_kwh * 1000.0 - b) for r, b in zip(train, bottom, strict=True)]
+    rest = [max(0.0, r.energy_kwh * 1e3 * wh_scale - b) for r, b in zip(train, bottom, strict=True)]
     if any(x > 1e-12 for x in rest):
         ax_e.bar(epochs, rest, bottom=bottom, color=_COLORS["other"], label="unsplit")
     ax_e.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_e.set_xlabel("epoch")
-    ax_e.set_ylabel("energy (Wh)")
+    ax_e.set_ylabel(f"energy ({wh_unit})")
     ax_e.set_title("energy per epoch by component", fontsize=10)
-    tallest = max((r.energy_kwh * 1000.0 for r in train), default=0.0)
+    tallest = max((r.energy_kwh * 1e3 * wh_scale for r in train), default=0.0)
     if tallest > 0:
         ax_e.set_ylim(0, tallest * 1.25)  # headroom so the legend never hides a bar
     ax_e.legend(fontsize=8, ncol=4, loc="upper center")

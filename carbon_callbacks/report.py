@@ -122,7 +122,7 @@ def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
         ]
         return "  ".join(parts).rstrip()
 
-    out = [line(cells[0]), "  ".join("-" * w for w in widths)]
+    out = [line(cells[0]), "  ".join("-" * w for w in widths).rstrip()]
     out += [line(r) for r in cells[1:]]
     return "\n".join(out)
 
