@@ -160,3 +160,16 @@ def test_bad_arguments_fail_at_construction(tmp_path: Path) -> None:
         Ledger("sqlite://")
     with pytest.raises(TypeError, match="EpochRecord"):
         Ledger(tmp_path / "l.sqlite").add_epoch("r", {"epoch": 1})  # type: ignore[arg-type]
+
+
+def test_ledger_report_and_cli_import_no_heavy_packages() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, carbon_callbacks.ledger, carbon_callbacks.report, carbon_callbacks.cli;"
+        "heavy = {'sqlalchemy', 'matplotlib', 'torch', 'lightning', 'sklearn', 'psycopg'};"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

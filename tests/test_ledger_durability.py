@@ -172,3 +172,28 @@ def test_spool_survives_a_line_cut_short_by_a_kill(tmp_path: Path) -> None:
     spool.write_text(line + "\n" + line[: len(line) // 2])
     assert ledger.flush_spool() == 1
     assert ledger.epochs(run_id) == [good]
+
+
+def test_sigkilled_lightning_training_keeps_its_finished_epochs(tmp_path: Path) -> None:
+    pytest.importorskip("lightning", reason="this run trains with Lightning")
+    path = tmp_path / "train.sqlite"
+    worker = subprocess.Popen(
+        [sys.executable, str(WORKER.with_name("ledger_train_worker.py")), str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert worker.stdout is not None
+    announced = [int(worker.stdout.readline()) for _ in range(4)]
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=60)
+    assert announced == [0, 1, 2, 3]
+
+    ledger = Ledger.open(path)
+    [run] = ledger.runs(project="killed")
+    assert run.framework == "lightning" and not run.finished
+    records = ledger.epochs(run.run_id)
+    epochs = [r.epoch for r in records]
+    assert epochs[:4] == announced and epochs == list(range(len(epochs)))
+    assert all(r.co2_g == pytest.approx(r.energy_kwh * 300.0) for r in records)
+    assert "train_loss" in records[0].metrics
