@@ -134,6 +134,8 @@ class CarbonCallback(TrainerCallback):
         self.tracker.fit_start(metadata, primary=state.is_world_process_zero)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._eval_pending:  # the announced evaluation never reported: close the epoch
+            self._finish_epoch(args, state, control)
         self._epoch = int(round(state.epoch or 0.0))
         self.tracker.epoch_start(self._epoch)
 
