@@ -215,10 +215,17 @@ def _cmd_compare_regions(args: argparse.Namespace) -> int:
     if args.top:
         cells = cells[: args.top]
     if args.format == "table":
+        # Readable units in the table; CSV/JSON keep grams for spreadsheets.
+        for row in cells:
+            for i in (headers.index("co2_g"), headers.index("low"), headers.index("high")):
+                row[i] = format_grams(row[i])
+        headers = ["CO2e" if h == "co2_g" else "≈ car km" if h == "car_km" else h for h in headers]
         kwh = sum(r.energy_kwh * (r.pue or 1.0) for r in records)
+        where = f" in {run.location}" if run.location else ""
+        how = f" ({run.intensity_source})" if run.intensity_source else ""
         print(
-            f"run {run.run_id}: {kwh * 1000:.4g} Wh emitted {format_grams(run.co2_g)} CO2e "
-            f"at {run.location or 'its location'} ({run.intensity_source or 'recorded intensity'})"
+            f"run {run.run_id}: {kwh * 1000:.4g} Wh (with PUE) emitted "
+            f"{format_grams(run.co2_g)} CO2e{where}{how}"
         )
         print("the same energy elsewhere, lowest first:")
     _print(headers, cells, args.format)

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -554,6 +555,40 @@ def _user() -> str:
         return os.environ.get("USER", "")
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith(("model name", "hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _hardware() -> dict[str, Any]:
+    """What this machine is, for a run's metadata (GPUs are added by whoever measured them)."""
+    import platform
+
+    info: dict[str, Any] = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count() or 0,
+        "platform": platform.platform(),
+    }
+    try:
+        import psutil
+
+        info["ram_gb"] = round(psutil.virtual_memory().total / 1e9, 1)
+    except Exception:  # psutil missing or unsupported here: the rest still describes the host
+        pass
+    return info
+
+
+_ZONE_TAG = re.compile(r"\[([^\]\s]+)\]\s*$")
+
+
 def _json(value: Any) -> str:
     return json.dumps(value if value is not None else {}, default=str, sort_keys=True)
 
@@ -683,6 +718,10 @@ class Ledger:
             value = meta.pop(key, None)
             return default if value is None or value == "" else value
 
+        intensity_source = str(pop("intensity_source"))
+        # The intensity tables end their provenance with the zone code ("... [FRA]"), which is
+        # the run's location when the caller did not name one.
+        tag = _ZONE_TAG.search(intensity_source)
         row = {
             "run_id": run_id,
             "project": str(pop("project", os.environ.get(ENV_PROJECT, ""))),
@@ -692,9 +731,9 @@ class Ledger:
             "git_commit": str(pop("git_commit", None) or (_git_commit() if fill else "")),
             "framework": str(pop("framework")),
             "start_wall": float(pop("start_wall", now)),
-            "location": str(pop("location")),
-            "intensity_source": str(pop("intensity_source")),
-            "hardware": _json(pop("hardware", {})),
+            "location": str(pop("location", tag.group(1) if tag else "")),
+            "intensity_source": intensity_source,
+            "hardware": _json(pop("hardware", None) or (_hardware() if fill else {})),
             "methods": _json(pop("methods", {})),
             "hyperparameters": _json(pop("hyperparameters", {})),
             "metadata": _json(meta),
@@ -1185,9 +1224,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[tuple[dict[str, Any], list[
                 meta.pop("stop_reason", None)
             runs.setdefault(run_id, ({}, []))[0].update(meta)
         elif kind == "epoch":
-            runs.setdefault(run_id, ({"run_id": run_id}, []))[1].append(
-                EpochRecord.from_dict(item)
-            )
+            runs.setdefault(run_id, ({"run_id": run_id}, []))[1].append(EpochRecord.from_dict(item))
         else:
             raise LedgerError(f"{path}:{n}: unknown line type {kind!r}")
     return list(runs.values())

@@ -82,7 +82,9 @@ def format_grams(g: float) -> str:
         return f"{g / 1e3:.3g} kg"
     if a >= 1 or a == 0:
         return f"{g:.3g} g"
-    return f"{g * 1e3:.3g} mg"
+    if a >= 1e-3:
+        return f"{g * 1e3:.3g} mg"
+    return f"{g * 1e6:.3g} µg"
 
 
 def format_energy(kwh: float) -> str:

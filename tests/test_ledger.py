@@ -173,3 +173,12 @@ def test_ledger_report_and_cli_import_no_heavy_packages() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_hardware_and_location_are_filled_when_not_given(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "l.sqlite")
+    run = ledger.run(ledger.start_run({"intensity_source": "Ember yearly average 2024 [FRA]"}))
+    assert run.location == "FRA"
+    assert run.hardware["cpu_count"] >= 1 and run.hardware["cpu_model"]
+    named = ledger.run(ledger.start_run({"intensity_source": "x [FRA]", "location": "Paris"}))
+    assert named.location == "Paris"
