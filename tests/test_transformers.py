@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -9,6 +15,7 @@ transformers = pytest.importorskip("transformers")
 
 from carbon_callbacks.integrations.transformers import STATE_KEY, CarbonCallback  # noqa: E402
 
+from carbon_callbacks.ledger import Ledger  # noqa: E402
 from carbon_callbacks.policies import CarbonBudget  # noqa: E402
 from carbon_callbacks.tracker import LOG_KEYS  # noqa: E402
 
@@ -141,3 +148,32 @@ def test_resume_from_checkpoint_keeps_the_totals(tmp_path):
     assert sum(e["energy_kwh"] for e in entries) == pytest.approx(
         entries[-1]["energy_kwh_total"], rel=1e-9
     )
+
+
+def test_ddp_two_cpu_ranks_log_the_sum_of_their_own_measurements(tmp_path):
+    if not torch.distributed.is_available():
+        pytest.skip("this torch build has no torch.distributed")
+    env = dict(os.environ, CARBON_CALLBACKS_LEDGER=str(tmp_path / "ledger.sqlite"))
+    for name in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "RANK", "WORLD_SIZE"):
+        env.pop(name, None)
+    script = Path(__file__).with_name("ddp_transformers_train.py")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(script), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    own = [r["local_energy_kwh_total"] for r in ranks]
+    assert all(e > 0 for e in own)
+    for rank in ranks:  # every rank logged the same summed values
+        entries = rank["entries"]
+        assert [e["epoch"] for e in entries] == [1.0, 2.0]
+        assert entries[-1]["energy_kwh_total"] == pytest.approx(sum(own), rel=1e-9)
+        assert sum(e["energy_kwh"] for e in entries) == pytest.approx(sum(own), rel=1e-9)
+    assert ranks[0]["run_id"] and not ranks[1]["run_id"]  # the ledger is written by rank 0
+    assert len(Ledger.open(tmp_path / "ledger.sqlite").runs()) == 1
