@@ -419,6 +419,9 @@ class EpochTracker:
             methods = getattr(self._meter, "methods", None)
             if isinstance(methods, Mapping):
                 meta.setdefault("methods", dict(methods))
+            describe = getattr(self._meter, "describe", None)
+            if callable(describe):
+                meta.setdefault("hardware", {"sensors": list(describe())})
             self._run_id = self._ledger.start_run(meta)
         except Exception as exc:  # noqa: BLE001 - the ledger must not take training down
             self._warn("ledger", "ledger unavailable (%s); this run is not recorded", exc)

@@ -156,6 +156,8 @@ def test_policy_stops_training_and_the_ledger_says_why(tmp_path):
     assert [r.epoch for r in carbon.records] == [0, 1]
     run = Ledger.open().run(carbon.tracker.run_id)  # the default ledger (env var in conftest)
     assert run.framework == "lightning"
+    assert run.methods["cpu"] in ("counter", "polled", "model")
+    assert any(line.startswith("cpu:") for line in run.hardware["sensors"])
     assert run.stopped_early and run.stop_reason == "budget of 2 epochs spent"
     assert run.epochs == 2
 
