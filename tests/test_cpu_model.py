@@ -119,7 +119,7 @@ def test_process_tree_counts_a_child_that_ran_and_was_reaped():
                               "import time\nt=time.process_time()\n"
                               "while time.process_time()-t<0.4: pass"])
     time.sleep(0.05)
-    tree.refresh()
+    tree.refresh(force=True)
     assert tree.size >= 2
     child.wait()
     used = tree.cpu_seconds() - before

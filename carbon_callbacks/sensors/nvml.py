@@ -122,6 +122,7 @@ class NvmlSensor(Sensor):
         if scope not in ("process", "machine"):
             raise ValueError(f"scope: expected 'process' or 'machine', got {scope!r}")
         self._given = nvml
+        self._module = self._import_pynvml() if nvml is None else None
         self.nvml: Any = None
         self.gpu_ids = gpu_ids
         self.scope = scope
@@ -140,11 +141,19 @@ class NvmlSensor(Sensor):
     def _load(self) -> Any:
         if self._given is not None:
             return self._given
-        try:
-            import pynvml  # nvidia-ml-py; imported here so the core stays light
-        except ImportError as exc:
+        if self._module is None:
             raise DeviceAbsent("no GPU measured: the pynvml module (nvidia-ml-py) is not "
-                               "installed") from exc
+                               "installed")
+        return self._module
+
+    @staticmethod
+    def _import_pynvml() -> Any:
+        try:
+            # Imported when a meter is built, not with the package (import stays light) and
+            # not in start(), whose latency counts.
+            import pynvml
+        except ImportError:
+            return None
         return pynvml
 
     def open(self, now: float) -> None:

@@ -13,6 +13,9 @@ import time
 
 import psutil
 
+REFRESH_EVERY = 5.0
+"""Seconds between scans for new child processes."""
+
 
 def machine_busy_seconds() -> float:
     """CPU-seconds all logical CPUs have spent busy since boot (idle, iowait, steal excluded)."""
@@ -45,6 +48,7 @@ class ProcessTree:
         self._carried = 0.0
         self._last = 0.0
         self._opened_wall = 0.0
+        self._refreshed = -1e18
 
     @staticmethod
     def _contribution(p: psutil.Process) -> float:
@@ -58,10 +62,19 @@ class ProcessTree:
         self._base = {self.pid: self._contribution(self._root)}
         self._carried = 0.0
         self._last = 0.0
-        self.refresh()
+        self.refresh(force=True)
 
-    def refresh(self) -> None:
-        """Find children started since the last refresh (the meter's thread calls this)."""
+    def refresh(self, force: bool = False) -> None:
+        """Find children started since the last look (the meter's thread calls this).
+
+        Looks at most every ``REFRESH_EVERY`` seconds unless forced: the scan reads every
+        process on the machine, and a late look loses nothing, since a child found late
+        counts from its start and one that ended unseen is in its parent's children times.
+        """
+        now = time.monotonic()
+        if not force and now - self._refreshed < REFRESH_EVERY:
+            return
+        self._refreshed = now
         try:
             kids = self._root.children(recursive=True)
         except psutil.Error:
