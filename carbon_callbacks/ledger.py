@@ -589,6 +589,12 @@ def _hardware() -> dict[str, Any]:
 _ZONE_TAG = re.compile(r"\[([^\]\s]+)\]\s*$")
 
 
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def _json(value: Any) -> str:
     return json.dumps(value if value is not None else {}, default=str, sort_keys=True)
 
@@ -655,14 +661,20 @@ class Ledger:
         if path is not None:
             self._store = _SqliteStore(path, timeout)
             default_spool = path.with_name(path.name + ".spool.jsonl")
+            if path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+                # The ledger's folder is read-only: keep the spool where this user can write.
+                default_spool = default_data_dir() / f"spool-{_digest(str(path))}.jsonl"
         else:
             self._store = _SqlAlchemyStore(_sqlalchemy_url(location), timeout)
-            import hashlib
-
-            digest = hashlib.sha1(location.encode()).hexdigest()[:12]
-            default_spool = default_data_dir() / f"spool-{digest}.jsonl"
+            default_spool = default_data_dir() / f"spool-{_digest(location)}.jsonl"
         self.spool_path = Path(spool) if spool is not None else default_spool
         self._spool = _Spool(self.spool_path)
+        # Where records go if even the spool cannot be written (its folder is gone or
+        # read-only); drained together with the spool.
+        fallback = default_data_dir() / f"spool-{_digest(self.location)}.jsonl"
+        self._spools = [self._spool]
+        if fallback != self.spool_path:
+            self._spools.append(_Spool(fallback))
         self._retry_interval = retry_interval
         self._retry_at = 0.0
         self._positions: dict[str, int] = {}
@@ -809,23 +821,31 @@ class Ledger:
         with self._lock:
             if time.monotonic() >= self._retry_at:
                 try:
-                    if self._spool.pending():
-                        self._spool.drain(self._store.apply)
+                    for spool in self._spools:
+                        if spool.pending():
+                            spool.drain(self._store.apply)
                     self._store.apply([op])
                     self.last_error = ""
                     return
                 except LedgerError as exc:
                     self._note_unavailable(str(exc))
-            try:
-                self._spool.append(op)
-            except OSError as exc:
-                # Nowhere left to keep it: say so, but never take training down.
-                _warn_once(
-                    ("spool", str(self.spool_path)),
-                    "ledger record lost: cannot write the spool %s (%s)",
-                    self.spool_path,
-                    exc,
-                )
+            errors = []
+            for spool in self._spools:
+                try:
+                    spool.append(op)
+                except OSError as exc:
+                    errors.append(f"{spool.path}: {exc.strerror or exc}")
+                    continue
+                if errors:
+                    _warn_once(
+                        ("spool", str(self.spool_path)),
+                        "cannot write the ledger spool (%s); records are kept in %s instead",
+                        errors[0],
+                        spool.path,
+                    )
+                return
+            # Nowhere left to keep it: say so, but never take training down.
+            _warn_once(("lost", self.label), "ledger record lost: %s", "; ".join(errors))
 
     def _note_unavailable(self, reason: str) -> None:
         self.last_error = reason
@@ -848,14 +868,14 @@ class Ledger:
             LedgerUnavailable: if the store still cannot be written (the spool is kept).
         """
         with self._lock:
-            n = self._spool.drain(self._store.apply)
+            n = sum(spool.drain(self._store.apply) for spool in self._spools)
             self._retry_at = 0.0
             self.last_error = ""
             return n
 
     def spooled(self) -> int:
         """How many writes are waiting in the spool."""
-        return self._spool.count()
+        return sum(spool.count() for spool in self._spools)
 
     def import_runs(self, runs: Iterable[tuple[Mapping[str, Any], Sequence[EpochRecord]]]) -> int:
         """Write whole runs (metadata with ``run_id``, epochs, optional end) in one transaction.

@@ -31,7 +31,7 @@ def _worker(*args: object) -> subprocess.Popen[str]:
 def test_two_processes_writing_one_sqlite_ledger_at_once_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "shared.sqlite"
     go = tmp_path / "go"
-    n = 150
+    n = 300
     workers = [_worker(path, name, n, go) for name in ("alpha", "beta")]
     for w in workers:  # both have opened the ledger and started their run
         assert w.stdout is not None
@@ -197,3 +197,21 @@ def test_sigkilled_lightning_training_keeps_its_finished_epochs(tmp_path: Path) 
     assert epochs[:4] == announced and epochs == list(range(len(epochs)))
     assert all(r.co2_g == pytest.approx(r.energy_kwh * 300.0) for r in records)
     assert "train_loss" in records[0].metrics
+
+
+def test_spool_falls_back_to_the_user_data_dir_when_its_folder_is_unusable(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr("sys.platform", "linux")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    # The ledger's folder is a file: neither the ledger nor its spool can be created there.
+    ledger = Ledger.open(blocker / "l.sqlite", retry_interval=0)
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.ledger"):
+        run_id = ledger.start_run({})
+        ledger.add_epoch(run_id, make_record(0))
+    assert ledger.spooled() == 2
+    assert list((tmp_path / "xdg" / "carbon-callbacks").glob("spool-*.jsonl"))
+    assert any("kept in" in r.getMessage() for r in caplog.records)
+    assert not any("lost" in r.getMessage() for r in caplog.records)
