@@ -6,7 +6,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import keras
+try:
+    import keras
+except ImportError as exc:  # say which extra to install, not just "No module named"
+    raise ImportError(
+        "carbon_callbacks.integrations.keras needs Keras 3: pip install 'carbon-callbacks[keras]'"
+    ) from exc
 
 from carbon_callbacks.records import EpochRecord
 from carbon_callbacks.tracker import EpochTracker, find_caller_instance

@@ -5,7 +5,14 @@ For the ``pytorch_lightning`` namespace use ``carbon_callbacks.integrations.pyto
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
+try:
+    import lightning.pytorch as pl
+except ImportError as exc:  # say which extra to install, not just "No module named"
+    raise ImportError(
+        "carbon_callbacks.integrations.lightning needs Lightning: "
+        "pip install 'carbon-callbacks[lightning]'"
+    ) from exc
+
 from carbon_callbacks.integrations._lightning_mixin import LightningCarbonMixin
 
 __all__ = ["CarbonCallback"]

@@ -5,7 +5,14 @@ For ``lightning.pytorch`` use ``carbon_callbacks.integrations.lightning``.
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
+try:
+    import pytorch_lightning as pl
+except ImportError as exc:  # say which extra to install, not just "No module named"
+    raise ImportError(
+        "carbon_callbacks.integrations.pytorch_lightning needs the pytorch_lightning package: "
+        "pip install pytorch-lightning (or use carbon_callbacks.integrations.lightning)"
+    ) from exc
+
 from carbon_callbacks.integrations._lightning_mixin import LightningCarbonMixin
 
 __all__ = ["CarbonCallback"]

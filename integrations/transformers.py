@@ -6,8 +6,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import transformers
-from transformers import TrainerCallback
+try:
+    import transformers
+    from transformers import TrainerCallback
+except ImportError as exc:  # say which extra to install, not just "No module named"
+    raise ImportError(
+        "carbon_callbacks.integrations.transformers needs transformers: "
+        "pip install 'carbon-callbacks[transformers]'"
+    ) from exc
 
 from carbon_callbacks.records import EpochRecord
 from carbon_callbacks.tracker import EpochTracker, find_caller_instance, scalar_metrics
