@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from carbon_callbacks.records import EpochRecord
+from carbon_callbacks.records import JOULES_PER_KWH, EpochRecord, Window
 
 logger = logging.getLogger(__name__)
 
@@ -857,6 +857,74 @@ class Ledger:
             reason,
             self.spool_path,
         )
+
+    def record_window(
+        self,
+        window: Window,
+        *,
+        intensity: Any = None,
+        pue: float = 1.0,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Record a whole ``EnergyMeter`` measurement as a run with one record (stage "meter").
+
+        For code measured with ``EnergyMeter`` outside any training callback, so it lands in
+        the same reports as training runs.
+
+        Args:
+            window: what ``EnergyMeter.stop()`` (or ``meter.window(a, b)``) returned.
+            intensity: as for the callbacks: gCO2e/kWh, a zone code, a source, or None.
+            pue: data-centre PUE applied to CO2e.
+            metadata: run metadata (project, team...).
+
+        Returns:
+            The run id.
+
+        Example::
+
+            with EnergyMeter() as meter:
+                preprocess()
+            Ledger.open().record_window(meter.stop(), intensity="FR", metadata={"project": "etl"})
+        """
+        from carbon_callbacks.intensity import emissions, resolve
+
+        source = resolve(intensity)
+        em = emissions(window, source, pue)
+        kwh = window.kwh
+        record = EpochRecord(
+            epoch=0,
+            start_wall=window.start_wall,
+            end_wall=window.end_wall,
+            seconds=window.seconds,
+            energy_kwh=kwh,
+            energy_kwh_low=window.low / JOULES_PER_KWH,
+            energy_kwh_high=window.high / JOULES_PER_KWH,
+            co2_g=em.g,
+            co2_g_low=em.low,
+            co2_g_high=em.high,
+            energy_kwh_total=kwh,
+            co2_g_total=em.g,
+            power_w=window.power_w,
+            intensity_g_per_kwh=em.intensity_g_per_kwh,
+            intensity_source=em.provenance,
+            cpu_energy_kwh=window.component_joules("cpu") / JOULES_PER_KWH,
+            gpu_energy_kwh=window.component_joules("gpu") / JOULES_PER_KWH,
+            ram_energy_kwh=window.component_joules("ram") / JOULES_PER_KWH,
+            methods=window.methods,
+            stage="meter",
+            pue=em.pue,
+        )
+        meta = {
+            "framework": "EnergyMeter",
+            "start_wall": window.start_wall,
+            "intensity_source": em.provenance,
+            "methods": window.methods,
+            **dict(metadata or {}),
+        }
+        run_id = self.start_run(meta)
+        self.add_epoch(run_id, record)
+        self.end_run(run_id, end_wall=window.end_wall)
+        return run_id
 
     def flush_spool(self) -> int:
         """Write every spooled record to the store now.

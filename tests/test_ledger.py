@@ -182,3 +182,26 @@ def test_hardware_and_location_are_filled_when_not_given(tmp_path: Path) -> None
     assert run.hardware["cpu_count"] >= 1 and run.hardware["cpu_model"]
     named = ledger.run(ledger.start_run({"intensity_source": "x [FRA]", "location": "Paris"}))
     assert named.location == "Paris"
+
+
+def test_energy_meter_window_is_recorded_as_a_run(tmp_path: Path) -> None:
+    from carbon_callbacks.records import ComponentEnergy, Window
+
+    window = Window(
+        start_wall=1_700_000_000.0,
+        end_wall=1_700_000_100.0,
+        seconds=100.0,
+        components={
+            "cpu": ComponentEnergy("cpu", 3600.0, 3000.0, 4200.0, "model"),
+            "ram": ComponentEnergy("ram", 360.0, 300.0, 420.0, "model"),
+        },
+    )
+    ledger = Ledger.open(tmp_path / "l.sqlite")
+    run_id = ledger.record_window(window, intensity=500.0, metadata={"project": "etl"})
+    run = ledger.run(run_id)
+    assert run.project == "etl" and run.framework == "EnergyMeter" and run.finished
+    [rec] = ledger.epochs(run_id)
+    assert rec.energy_kwh == pytest.approx(0.0011)
+    assert rec.cpu_energy_kwh == pytest.approx(0.001) and rec.ram_energy_kwh == pytest.approx(1e-4)
+    assert rec.co2_g == pytest.approx(0.55) and rec.power_w == pytest.approx(39.6)
+    assert rec.methods == {"cpu": "model", "ram": "model"}
