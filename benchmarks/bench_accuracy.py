@@ -28,7 +28,7 @@ from traces import CPU_TRACES, GPU_TRACE  # noqa: E402
 
 LONG_REPS = 2  # 60 s start/stop windows per CodeCarbon setting and trace, run concurrently
 OURS_REPS = 2  # ours: processes per trace, each one 60 s of 1 s marks
-LEAD_S = 20.0  # time for every process to import and start before the windows begin
+LEAD_S = 30.0  # time for every process to import and start before the windows begin
 SPAN_S = 62.0  # the longest schedule (61 marks / one 60 s window)
 
 
@@ -115,13 +115,13 @@ def main() -> int:
                             "error": f"worker exited {proc.returncode}: {err.strip()[-300:]}"})
     driver.wait(timeout=total + 30)
     with open(os.path.join(root, "driver_stats")) as f:
-        ticks, seconds, late = f.read().split()
+        ticks, seconds, late, realtime = f.read().split()
     shutil.rmtree(root, ignore_errors=True)
-    print(render(results, int(ticks) / float(seconds), int(late)))
+    print(render(results, int(ticks) / float(seconds), int(late), realtime == "1"))
     return 0
 
 
-def render(results: list[dict], rate_hz: float, late: int) -> str:
+def render(results: list[dict], rate_hz: float, late: int, realtime: bool) -> str:
     labels = ["ours", "CodeCarbon (measure_power_secs=15)", "CodeCarbon (measure_power_secs=1)"]
     traces = {t.name: t for t in CPU_TRACES}
     # errors[(label, trace, seconds, component)] -> relative errors
@@ -153,8 +153,9 @@ def render(results: list[dict], rate_hz: float, late: int) -> str:
         "`stop()` was called (for consecutive marks, the middle of each `mark()`); both tools "
         "read their counters within about a millisecond of those instants, so errors under "
         "about 0.2% on 1 s windows are below what this harness resolves. "
-        f"Driver: {rate_hz:.0f} counter updates per second per tree ({late} resynchronisations "
-        "after falling behind).")
+        f"Driver: {rate_hz:.0f} counter updates per second per tree "
+        f"({'real-time priority' if realtime else 'normal priority'}, {late} resynchronisations "
+        "after falling behind by over 50 ms).")
     out.append("")
     header = ["trace", "window"] + labels
     rows = []
@@ -171,6 +172,10 @@ def render(results: list[dict], rate_hz: float, late: int) -> str:
               for lab in labels}
     out.append("CPU windows scored per tool: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     out.append("")
+    marks = [r["mark_ms_max"] for r in results if r.get("mark_ms_max") is not None]
+    if marks:
+        out.append(f"Longest `mark()` call seen (bounds our boundary timing): {max(marks):.2f} ms.")
+        out.append("")
     out.append("What each tool used: " + "; ".join(f"{k}: {v}" for k, v in methods.items()))
     if failures:
         out.append("")
