@@ -29,7 +29,7 @@ DEFAULT_MAX_RANGE_UJ = 262_143_328_850
 """``max_energy_range_uj`` of a typical Intel package domain (2^32 units of 61 uJ)."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics, so zones can key a dict of powers
 class FakeZone:
     """One powercap zone of a ``FakePowercap`` tree."""
 
@@ -48,10 +48,19 @@ class FakePowercap:
         root: an empty or missing folder to build the tree in.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, control_type: bool = True) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.zones: dict[str, FakeZone] = {}
+        self._lock = threading.Lock()
+        if control_type:
+            # Real trees have the control-type folder with a ``subsystem`` link back to the
+            # class folder; some tools (CodeCarbon) list zones through it.
+            ct = self.root / "intel-rapl"
+            ct.mkdir(exist_ok=True)
+            (ct / "enabled").write_text("1\n")
+            if not (ct / "subsystem").exists():
+                os.symlink("..", ct / "subsystem")
 
     def add_zone(self, zone: str, name: str, *, max_range_uj: int = DEFAULT_MAX_RANGE_UJ,
                  energy_uj: int = 0, max_power_w: float | None = None) -> FakeZone:
@@ -89,11 +98,30 @@ class FakePowercap:
         """Add energy to a zone's counter, wrapping at ``max_energy_range_uj`` like the kernel."""
         z = self.zones[zone] if isinstance(zone, str) else zone
         uj = int(round(joules * 1e6))
-        z.total_uj += uj
-        raw = z.energy_uj + uj
-        z.wraps += raw // z.max_range_uj
-        z.energy_uj = raw % z.max_range_uj
-        self._write(z)
+        with self._lock:
+            z.total_uj += uj
+            raw = z.energy_uj + uj
+            z.wraps += raw // z.max_range_uj
+            z.energy_uj = raw % z.max_range_uj
+            self._write(z)
+
+    def drive(self, powers: dict[FakeZone | str, float], step: float = 0.01) -> PowerDriver:
+        """Advance zones at constant power from a background thread until ``stop()``.
+
+        Args:
+            powers: watts per zone.
+            step: seconds between counter updates.
+
+        Returns:
+            The running driver; ``stop()`` returns the joules written per zone name.
+
+        Example::
+
+            with tree.drive({pkg: 65.0}) as driver:
+                ...                     # code under measurement
+            truth = driver.written["intel-rapl:0"]
+        """
+        return PowerDriver(self, powers, step).start()
 
     def remove_counter(self, zone: FakeZone | str) -> None:
         """Make a zone's ``energy_uj`` vanish, as when a driver is unloaded mid-run."""
@@ -110,6 +138,50 @@ class FakePowercap:
         os.symlink(src.path / "energy_uj", path / "energy_uj")
         z = FakeZone(path, src.name, src.max_range_uj, src.energy_uj)
         return z
+
+
+class PowerDriver:
+    """A thread that advances ``FakePowercap`` zones at constant power (see ``drive``)."""
+
+    def __init__(self, tree: FakePowercap, powers: dict[FakeZone | str, float],
+                 step: float) -> None:
+        self.tree = tree
+        self.powers = {(tree.zones[z] if isinstance(z, str) else z): w for z, w in powers.items()}
+        self.step = step
+        self.written: dict[str, float] = {z.path.name: 0.0 for z in self.powers}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fake-powercap-driver",
+                                        daemon=True)
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self.step):
+            now = time.monotonic()
+            self._advance(now - last)
+            last = now
+        self._advance(time.monotonic() - last)
+
+    def _advance(self, dt: float) -> None:
+        for z, w in self.powers.items():
+            self.tree.advance(z, w * dt)
+            self.written[z.path.name] += int(round(w * dt * 1e6)) / 1e6
+
+    def start(self) -> PowerDriver:
+        """Start writing."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        """Stop writing; returns the joules written per zone folder name."""
+        self._stop.set()
+        self._thread.join()
+        return dict(self.written)
+
+    def __enter__(self) -> PowerDriver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 # ---- NVML ---------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -122,26 +121,18 @@ def test_counter_wrapping_many_times_between_marks_is_caught_by_the_thread_reads
 def test_meter_thread_catches_wraps_of_a_live_counter(tmp_path):
     t = FakePowercap(tmp_path)
     pkg = t.add_zone("intel-rapl:0", "package-0", max_range_uj=30_000_000, max_power_w=200)
+    dram = t.add_zone("intel-rapl:0:0", "dram", max_range_uj=5_000_000, max_power_w=40)
     m = rapl_meter(tmp_path).start()
     a = m.mark()
-    stop = threading.Event()
-    written = []
-
-    def writer():  # 100 W in 10 ms steps: a wrap every 0.3 s, reads due every 75 ms
-        while not stop.is_set():
-            t.advance(pkg, 1.0)
-            written.append(1.0)
-            time.sleep(0.01)
-
-    th = threading.Thread(target=writer)
-    th.start()
-    time.sleep(1.5)
-    stop.set()
-    th.join()
+    # 100 W and 20 W: a wrap every 0.3 s and 0.25 s; reads are due every 75 ms and 62 ms.
+    with t.drive({pkg: 100.0, dram: 20.0}) as driver:
+        time.sleep(1.5)
     b = m.mark()
     m.stop()
-    assert pkg.wraps >= 2
-    assert m.window(a, b).component_joules("cpu") == pytest.approx(sum(written), rel=1e-3)
+    assert pkg.wraps >= 2 and dram.wraps >= 2
+    w = m.window(a, b)
+    assert w.component_joules("cpu") == pytest.approx(driver.written["intel-rapl:0"], rel=1e-3)
+    assert w.component_joules("ram") == pytest.approx(driver.written["intel-rapl:0:0"], rel=1e-3)
 
 
 def test_mirrored_amd_dies_and_mmio_zone_counted_once(tmp_path):

@@ -1,1 +1,29 @@
-"""."""
+"""Energy sources, one module each: ``rapl`` (CPU/DRAM counters), ``nvml`` (GPUs),
+``cpu_model`` (load x TDP), ``ram`` (W/GB); ``base`` holds the interface they share and
+``ranges`` the documented low/high band of each method.
+
+Only the interface is imported here, so that importing the package stays cheap; the sensor
+modules load psutil/pynvml when used.
+"""
+
+from __future__ import annotations
+
+from carbon_callbacks.sensors.base import (
+    DeviceAbsent,
+    FallbackChain,
+    Sensor,
+    SensorError,
+    SourceMissing,
+    Totals,
+    Unavailable,
+)
+
+__all__ = [
+    "DeviceAbsent",
+    "FallbackChain",
+    "Sensor",
+    "SensorError",
+    "SourceMissing",
+    "Totals",
+    "Unavailable",
+]
