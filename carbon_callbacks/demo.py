@@ -318,6 +318,7 @@ def run_demo(
         stopped_early=stopped,
         stop_reason=reason,
         baseline=full,
+        label="carbon-aware run",
         title=f"carbon-callbacks demo: digits MLP, {source}",
     )
     result = DemoResult(

@@ -60,6 +60,7 @@ def plot_run(
     shoulder_epoch: int | None = None,
     baseline: Sequence[EpochRecord] | None = None,
     baseline_label: str = "run to max_epochs",
+    label: str = "this run",
     title: str = "",
 ) -> Path:
     """Draw a run and write it as a PNG.
@@ -78,6 +79,7 @@ def plot_run(
         shoulder_epoch: the shoulder; default from ``stop_reason``, else the curve's knee.
         baseline: another run's records to draw for comparison (e.g. the full run).
         baseline_label: the legend entry of the baseline.
+        label: the legend entry of this run.
         title: the figure title.
 
     Returns:
@@ -125,7 +127,7 @@ def plot_run(
         ]
         if pts:
             xs, ys, es = zip(*pts, strict=True)
-            ax_m.plot(xs, ys, "o-", color="#2A7F62", ms=4, lw=2, label="this run")
+            ax_m.plot(xs, ys, "o-", color="#2A7F62", ms=4, lw=2, label=label)
             if shoulder_epoch is None:
                 found = _SHOULDER.search(stop_reason or "")
                 shoulder_epoch = int(found.group(1)) if found else knee_epoch(train, monitor, mode)
