@@ -139,3 +139,34 @@ def test_postgres_spool_is_flushed_when_the_server_is_reachable(
     assert [e.epoch for e in live.epochs(run_id)] == [0]
     assert live.run(run_id).project == "offline"
     live.close()
+
+
+def test_two_processes_writing_one_postgres_ledger_lose_nothing(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    worker = Path(__file__).with_name("ledger_worker.py")
+    go = tmp_path / "go"
+    n = 100
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(worker), postgres_url, name, str(n), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("pg-alpha", "pg-beta")
+    ]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().startswith("run ")
+    go.touch()
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    ledger = Ledger.open(postgres_url)
+    for name in ("pg-alpha", "pg-beta"):
+        assert [e.epoch for e in ledger.epochs(f"{name}-run")] == list(range(n))
+        assert ledger.run(f"{name}-run").finished
+    ledger.close()
