@@ -34,7 +34,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 class _MarkDetail:
     run: int
     totals: Mapping[str, Totals]
-    notes: Mapping[str, int]
+    notes: tuple[int, ...]  # len(chain.notes) per chain, in chain order
 
 
 class EnergyMeter:
@@ -244,7 +244,6 @@ class EnergyMeter:
     def _mark_locked(self) -> Reading:
         now, wall = monotonic(), time.time()
         totals: dict[str, Totals] = {}
-        notes: dict[str, int] = {}
         for c in self._chains:
             if c.absent:
                 continue
@@ -256,7 +255,7 @@ class EnergyMeter:
                            "; ".join(r for r in (prev.reason, t.reason) if r),
                            prev.devices + t.devices)
             totals[c.component] = t
-            notes[c.component] = notes.get(c.component, 0) + len(c.notes)
+        notes = tuple(len(c.notes) for c in self._chains)
         seq = next(self._seq)
         self._methods = {k: v.method for k, v in totals.items()}
         self._marks[seq] = _MarkDetail(self._run, totals, notes)
@@ -289,7 +288,7 @@ class EnergyMeter:
             raise ValueError("window: b is earlier than a; pass window(earlier, later)")
         with self._lock:
             da, db = self._marks.get(a.seq), self._marks.get(b.seq)
-            chains = {c.component: c for c in self._chains}
+            chains = list(self._chains)
         if da is not None and db is not None and da.run != db.run:
             raise ValueError(
                 "window: a and b come from different runs of the meter (it was restarted "
@@ -310,9 +309,9 @@ class EnergyMeter:
             else:  # a reading from elsewhere: fall back to the method's relative band
                 low, high = _relative_range(j, method)
                 reason, devices = "", ()
-            if db is not None and da is not None and name in chains:
-                n0, n1 = da.notes.get(name, 0), db.notes.get(name, 0)
-                new = chains[name].notes[n0:n1]
+            if db is not None and da is not None:
+                new = [note for i, c in enumerate(chains) if c.component == name
+                       for note in c.notes[da.notes[i]:db.notes[i]]]
                 if new:
                     reason = "; ".join([*new, reason]) if reason else "; ".join(new)
             comps[name] = ComponentEnergy(name, j, low, high, method, reason, tuple(devices))

@@ -8,7 +8,7 @@ Example::
 
     tree = FakePowercap(tmp_path)
     pkg = tree.add_zone("intel-rapl:0", "package-0")
-    meter = EnergyMeter(rapl_root=tmp_path, nvml=FakeNVML([]))
+    meter = EnergyMeter(rapl_root=tmp_path, nvml=FakeNVML([]), scope="machine")
     meter.start(); a = meter.mark()
     tree.advance(pkg, 12.5)                 # 12.5 J used by socket 0
     assert meter.window(a, meter.mark()).component_joules("cpu") == 12.5

@@ -257,3 +257,16 @@ def test_default_meter_measures_cpu_and_ram_here():
         time.sleep(0.1)
     assert m.last_window is not None
     assert m.last_window.components["ram"].joules > 0
+
+
+def test_several_sensors_for_one_component_add_up_with_the_worst_method():
+    m = EnergyMeter(sensors=[ClockSensor("gpu", 100.0), ModelSensor("gpu", 50.0)]).start()
+    a = m.mark()
+    time.sleep(0.02)
+    b = m.mark()
+    m.stop()
+    w = m.window(a, b)
+    gpu = w.components["gpu"]
+    assert gpu.joules == pytest.approx(150.0 * w.seconds, rel=1e-6)
+    assert gpu.method == "model"
+    assert gpu.low == pytest.approx(100.0 * w.seconds * 0.95 + 50.0 * w.seconds * 0.5, rel=1e-6)

@@ -68,7 +68,7 @@ def test_unsupported_counter_polls_power_at_10hz_and_integrates_within_2_percent
 
 
 def test_polled_power_through_the_meter_thread_within_2_percent():
-    trace = lambda t: 120.0 + 60.0 * math.sin(2 * math.pi * t / 1.5)  # noqa: E731
+    trace = lambda t: 120.0 + 60.0 * math.sin(2 * math.pi * t / 4.0)  # noqa: E731
     nv = FakeNVML([FakeGPU(power_w=trace, energy_counter=False)])
     m = gpu_meter(nv, interval=1.0)
     m.start()
