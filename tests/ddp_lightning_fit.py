@@ -17,6 +17,18 @@ import torch.distributed as dist
 from carbon_callbacks.integrations.lightning import CarbonCallback
 
 from carbon_callbacks.policies import CONTINUE, Decision
+from carbon_callbacks.sensors.process import ProcessTree
+
+
+class TreeProbe(pl.Callback):
+    """Records which processes this rank's meter would attribute CPU time to, mid-fit."""
+
+    pids: list[int] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        tree = ProcessTree()
+        tree.open()
+        TreeProbe.pids = sorted(tree._procs)
 
 
 class StopOnRankOne:
@@ -57,7 +69,7 @@ def main(out: str) -> None:
         accelerator="cpu",
         devices=2,
         max_epochs=5,
-        callbacks=[carbon],
+        callbacks=[carbon, TreeProbe()],
         logger=pl.loggers.CSVLogger(os.path.join(out, "logs"), name="ddp"),
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -72,6 +84,7 @@ def main(out: str) -> None:
         "rank": trainer.global_rank,
         "pid": os.getpid(),
         "ppid": os.getppid(),
+        "tree_pids": TreeProbe.pids,
         "local_energy_kwh_total": carbon.tracker.local_energy_kwh_total,
         "energy_kwh_total": carbon.tracker.energy_kwh_total,
         "epochs": [r.epoch for r in carbon.records],

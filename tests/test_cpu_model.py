@@ -125,3 +125,34 @@ def test_process_tree_counts_a_child_that_ran_and_was_reaped():
     child.wait()
     used = tree.cpu_seconds() - before
     assert used >= 0.35
+
+
+def _burn(seconds: float, local_rank: str) -> subprocess.Popen:
+    code = (
+        "import time\nt=time.process_time()\n"
+        f"while time.process_time()-t<{seconds}: pass"
+    )
+    env = dict(__import__("os").environ, LOCAL_RANK=local_rank)
+    return subprocess.Popen([sys.executable, "-c", code], env=env)
+
+
+def test_process_tree_leaves_out_another_ddp_rank_started_as_its_child(monkeypatch):
+    # Lightning's DDP launcher starts rank 1 as a child of rank 0 with LOCAL_RANK=1; rank 1
+    # measures itself, so rank 0 must not count it (nor its reaped time) a second time.
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    tree = ProcessTree()
+    tree.open()
+    before = tree.cpu_seconds()
+    own_worker = _burn(0.4, local_rank="0")  # a data-loader worker inherits our rank
+    other_rank = _burn(0.8, local_rank="1")
+    time.sleep(0.1)
+    tree.refresh(force=True)
+    assert own_worker.pid in tree._procs
+    assert other_rank.pid not in tree._procs
+    # Polled as the meter's sampler thread does; poll() also reaps each child into our times.
+    while own_worker.poll() is None or other_rank.poll() is None:
+        tree.cpu_seconds()
+        time.sleep(0.05)
+    used = tree.cpu_seconds() - before
+    # Our worker's 0.4 s is in; the other rank's 0.8 s (reaped into our children times) is out.
+    assert 0.35 <= used < 0.4 + 0.3

@@ -50,6 +50,17 @@ def test_logged_total_is_the_sum_of_each_ranks_own_measurement(ddp_run):
     assert float(rows[-1]["energy_kwh_total"]) > max(own) * 1.01
 
 
+def test_no_rank_counts_another_ranks_process(ddp_run):
+    # Lightning starts rank 1 as a child of rank 0: rank 0's process tree must leave it out,
+    # or rank 1's CPU energy would be in the sum twice.
+    _, ranks, _ = ddp_run
+    by_rank = {r["rank"]: r for r in ranks}
+    assert by_rank[1]["ppid"] == by_rank[0]["pid"]  # the launch this test is about
+    assert by_rank[0]["pid"] in by_rank[0]["tree_pids"]
+    assert by_rank[1]["pid"] not in by_rank[0]["tree_pids"]
+    assert set(by_rank[0]["tree_pids"]).isdisjoint(by_rank[1]["tree_pids"])
+
+
 def test_every_rank_holds_the_same_summed_records_and_epochs_add_up(ddp_run):
     _, ranks, rows = ddp_run
     assert ranks[0]["energy_kwh"] == ranks[1]["energy_kwh"]

@@ -16,6 +16,17 @@ import psutil
 REFRESH_EVERY = 5.0
 """Seconds between scans for new child processes."""
 
+RANK_VARIABLE = "LOCAL_RANK"
+"""Set by torchrun and Lightning's DDP launcher on every rank (rank 0 included)."""
+
+
+def _rank_of(p: psutil.Process) -> str | None:
+    """The ``LOCAL_RANK`` a process was started with, or None if unset or unreadable."""
+    try:
+        return p.environ().get(RANK_VARIABLE)
+    except (psutil.Error, OSError):
+        return None
+
 
 def machine_busy_seconds() -> float:
     """CPU-seconds all logical CPUs have spent busy since boot (idle, iowait, steal excluded)."""
@@ -36,6 +47,12 @@ class ProcessTree:
     start. A child reaped by a parent in the tree moves into that parent's ``children_*`` times,
     so its time is neither lost nor counted twice.
 
+    A descendant started with another ``LOCAL_RANK`` than this process is another DDP rank
+    (Lightning's launcher starts ranks 1..n-1 as children of rank 0): it measures itself, so it
+    and its own children are left out, and its time is taken back if it is reaped into ours
+    (as last seen by ``cpu_seconds()``, which the meter's thread calls every interval, so at
+    most one interval of its time can remain).
+
     Args:
         pid: the root process; default this process.
     """
@@ -49,6 +66,10 @@ class ProcessTree:
         self._last = 0.0
         self._opened_wall = 0.0
         self._refreshed = -1e18
+        self._rank = os.environ.get(RANK_VARIABLE) if pid is None else _rank_of(self._root)
+        # Other ranks' processes among our descendants: pid -> (process, CPU-seconds last seen,
+        # whether its parent is ours, so that its time lands in our children times when reaped).
+        self._foreign: dict[int, tuple[psutil.Process, float, bool]] = {}
 
     @staticmethod
     def _contribution(p: psutil.Process) -> float:
@@ -62,6 +83,7 @@ class ProcessTree:
         self._base = {self.pid: self._contribution(self._root)}
         self._carried = 0.0
         self._last = 0.0
+        self._foreign = {}
         self.refresh(force=True)
 
     def refresh(self, force: bool = False) -> None:
@@ -80,7 +102,13 @@ class ProcessTree:
         except psutil.Error:
             return
         for k in kids:
-            if k.pid in self._procs:
+            if k.pid in self._procs or k.pid in self._foreign:
+                continue
+            if self._is_other_rank(k):
+                try:
+                    self._foreign[k.pid] = (k, self._contribution(k), k.ppid() in self._procs)
+                except psutil.Error:
+                    pass
                 continue
             try:
                 # Started after open: all its time is ours. Older: count from now on.
@@ -90,8 +118,29 @@ class ProcessTree:
             self._procs[k.pid] = k
             self._base[k.pid] = base
 
+    def _is_other_rank(self, p: psutil.Process) -> bool:
+        """True for a process of another DDP rank: a rank variable unlike ours, or its child."""
+        try:
+            if p.ppid() in self._foreign:
+                return True
+        except psutil.Error:
+            return False
+        rank = _rank_of(p)
+        return rank is not None and self._rank is not None and rank != self._rank
+
+    def _take_back_reaped_ranks(self) -> None:
+        """Subtract the time of other ranks that ended, since our ``children_*`` times got it."""
+        for pid, (p, seen, reaped_by_us) in list(self._foreign.items()):
+            try:
+                self._foreign[pid] = (p, self._contribution(p), reaped_by_us)
+            except psutil.Error:
+                if reaped_by_us:
+                    self._carried -= seen
+                del self._foreign[pid]
+
     def cpu_seconds(self) -> float:
         """CPU-seconds the tree used since ``open()`` (never decreases)."""
+        self._take_back_reaped_ranks()
         total = self._carried
         for pid, p in list(self._procs.items()):
             try:
