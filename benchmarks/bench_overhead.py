@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fit_worker  # noqa: E402
 from figures import HERE, PYTHON, REPO, log, spread, table  # noqa: E402
 
-ROUNDS = 4
+ROUNDS = 5
 CONFIGS = {
     "none": "no tracker",
     "ours": "ours: `CarbonCallback(intensity=\"FR\")`",
@@ -36,6 +36,29 @@ def one(config: str, out: str) -> dict:
             return json.load(f)
     except (OSError, ValueError):
         return {"config": config, "error": proc.stderr.strip()[-400:]}
+
+
+def hooks_section(ours: list[dict], none: list[dict]) -> str:
+    """Our callback's own time, measured inside its hooks: steadier than whole-fit ratios."""
+    once = ("__init__", "on_fit_start", "on_fit_end", "setup", "teardown")
+    fixed = [sum(sum(v) for k, v in r["hook_s"].items() if k in once) * 1000 for r in ours]
+    per_epoch = [sum(sum(v) for k, v in r["hook_s"].items() if k not in once) * 1000
+                 / max(r["epochs"], 1) for r in ours]
+    total = [sum(sum(v) for v in r["hook_s"].values()) for r in ours]
+    base = sorted(r["total_s"] for r in none)
+    implied = [1 + t / base[len(base) // 2] for t in total] if base else []
+    names = sorted({k for r in ours for k in r["hook_s"]})
+    detail = ", ".join(
+        f"`{k}` {spread([sum(r['hook_s'].get(k, [0])) * 1000 for r in ours], '{:.3g}', ' ms')}"
+        for k in names)
+    return (
+        "Our callback's own cost, timed inside its hooks in the training thread (steadier "
+        "than whole-fit ratios on a shared machine): fixed "
+        f"{spread(fixed, '{:.3g}', ' ms')} per fit (construction, fit start and end) plus "
+        f"{spread(per_epoch, '{:.3g}', ' ms')} per epoch (the epoch hooks and the validation "
+        f"boundary marks); over this fit that is a ratio of {spread(implied, '{:.4f}')} to the "
+        "median no-tracker fit. It does not include the sampler thread, which `bench_core.py` "
+        f"measures. Per hook, summed over the fit: {detail}.")
 
 
 def main() -> int:
@@ -72,6 +95,9 @@ def main() -> int:
     out.append(table(["config", "time", "ratio to no tracker"], rows))
     ours_ok = [rnd["ours"] for rnd in rounds if "error" not in rnd["ours"]]
     if ours_ok:
+        out.append("")
+        out.append(hooks_section(ours_ok, [rnd["none"] for rnd in rounds
+                                           if "error" not in rnd["none"]]))
         out.append("")
         out.append("Keys our callback put in `trainer.callback_metrics`: "
                    + ", ".join(f"`{k}`" for k in ours_ok[0]["logged"]))

@@ -23,6 +23,26 @@ SAMPLES = 25600
 BATCH = 64
 
 
+def timed(callback: object, into: dict[str, list[float]]) -> None:
+    """Time every Lightning hook our callback defines, in the training thread (per call)."""
+    for name in dir(type(callback)):
+        if not name.startswith(("on_", "setup", "teardown", "state_dict", "load_state_dict")):
+            continue
+        owner = next((k for k in type(callback).__mro__ if name in vars(k)), None)
+        if owner is None or not owner.__module__.startswith("carbon_callbacks"):
+            continue
+        method = getattr(callback, name)
+
+        def wrapper(*args, _method=method, _name=name, **kwargs):
+            t = time.perf_counter()
+            try:
+                return _method(*args, **kwargs)
+            finally:
+                into.setdefault(_name, []).append(time.perf_counter() - t)
+
+        setattr(callback, name, wrapper)
+
+
 def main() -> int:
     config, out = sys.argv[1], sys.argv[2]
     tmp = tempfile.mkdtemp(prefix="ccb_fit_")
@@ -62,10 +82,14 @@ def main() -> int:
             return torch.optim.SGD(self.parameters(), lr=0.05)
 
     model = Tiny()
+    hook_s: dict[str, list[float]] = {}
     t0 = time.perf_counter()
     callbacks, tracker = [], None
     if config == "ours":
-        callbacks.append(CarbonCallback(intensity="FR"))
+        callback = CarbonCallback(intensity="FR")
+        hook_s["__init__"] = [time.perf_counter() - t0]
+        timed(callback, hook_s)
+        callbacks.append(callback)
     elif config in ("cc1", "ccdefault"):
         kwargs = {"measure_power_secs": 1} if config == "cc1" else {}
         tracker = OfflineEmissionsTracker(country_iso_code="FRA", output_dir=tmp,
@@ -84,7 +108,7 @@ def main() -> int:
     logged = sorted(k for k in trainer.callback_metrics if "energy" in k or "co2" in k)
     with open(out, "w") as f:
         json.dump({"config": config, "total_s": total_s, "fit_s": fit_s, "logged": logged,
-                   "epochs": trainer.current_epoch}, f)
+                   "epochs": trainer.current_epoch, "hook_s": hook_s}, f)
     return 0
 
 

@@ -67,9 +67,11 @@ CPU_TRACES: tuple[Trace, ...] = (
           what="60 W constant, counter range 300 J (wraps every 5 s)"),
 )
 
-# GPU trace followed by the fake NVML module (total-energy counter in mJ).
-GPU_TRACE = Trace("gpu-square", low=60.0, high=240.0, period=0.2, on=0.1,
-                  what="200 ms square wave, 60 W / 240 W")
+# GPU trace followed by the fake NVML module (total-energy counter in mJ, power in mW). The
+# period is not a divisor of a second, so a tool sampling power on a whole-second clock does not
+# lock onto one phase of the wave (which would make its error depend on luck, not on its method).
+GPU_TRACE = Trace("gpu-square", low=60.0, high=240.0, period=0.173, on=0.0865,
+                  what="173 ms square wave, 60 W / 240 W")
 
 
 def by_name(name: str) -> Trace:

@@ -4,8 +4,9 @@ The accuracy benchmark puts this folder first on ``PYTHONPATH`` (and ``bin/`` wi
 ``nvidia-smi`` first on ``PATH``, which CodeCarbon checks before using NVML), so both tools
 read the same known GPU: its total-energy counter is the trace's exact integral in mJ since
 the origin ``$CCB_T0`` (a ``time.monotonic()`` value), and its power reading is the trace's
-instantaneous power. Any NVML call not modelled here answers NOT_SUPPORTED, as a real driver
-does for features a board lacks.
+instantaneous power. With ``CCB_GPU_COUNTER=0`` the energy counter answers NOT_SUPPORTED,
+as on boards older than Volta, so a tool must integrate the power itself. Any NVML call not
+modelled here answers NOT_SUPPORTED, as a real driver does for features a board lacks.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ NVML_TEMPERATURE_GPU = 0
 NVML_COMPUTEMODE_DEFAULT = 0
 
 _T0 = float(os.environ.get("CCB_T0", "0"))
+_COUNTER = os.environ.get("CCB_GPU_COUNTER", "1") != "0"
 _HANDLE = SimpleNamespace(index=0)
 
 
@@ -94,6 +96,8 @@ def nvmlDeviceGetUUID(handle) -> str:  # noqa: N802
 
 
 def nvmlDeviceGetTotalEnergyConsumption(handle) -> int:  # noqa: N802
+    if not _COUNTER:
+        raise NVMLError_NotSupported()
     return int(GPU_TRACE.energy(_now()) * 1000)
 
 
