@@ -64,6 +64,17 @@ def run_ours(spec: dict) -> dict:
             "mark_ms_median": call_ms[len(call_ms) // 2], "mark_ms_max": call_ms[-1]}
 
 
+def describe_hardware(h: object) -> str:
+    """CodeCarbon's hardware object in words, with the GPU's counter-or-power choice."""
+    name = type(h).__name__
+    if name == "GPU":
+        devices = getattr(getattr(h, "devices", None), "devices", [])
+        how = ["power readings" if getattr(d, "_use_power_fallback", False) else "energy counter"
+               for d in devices]
+        return f"GPU via {', '.join(how) or 'nothing'}"
+    return f"{name} ({getattr(h, '_mode', '')})" if hasattr(h, "_mode") else name
+
+
 def run_codecarbon(spec: dict) -> dict:
     from codecarbon import OfflineEmissionsTracker
 
@@ -83,10 +94,7 @@ def run_codecarbon(spec: dict) -> dict:
         b = time.monotonic()
         tracker.stop()
         data = tracker.final_emissions_data
-        mode = f"cpu: {tracker._conf.get('cpu_model', '?')} via " + ", ".join(
-            type(h).__name__ + ("(" + getattr(h, "_mode", "") + ")" if hasattr(h, "_mode") else "")
-            for h in tracker._hardware
-        )
+        mode = "; ".join(describe_hardware(h) for h in tracker._hardware)
         windows.append({
             "seconds": seconds, "a": a - t0, "b": b - t0,
             "cpu_j": data.cpu_energy * KWH, "gpu_j": data.gpu_energy * KWH,

@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from figures import HERE, PYTHON, REPO, log, pct, table  # noqa: E402
+from figures import HERE, PYTHON, REPO, headline, log, pct, table  # noqa: E402
 from traces import CPU_TRACES, GPU_TRACE  # noqa: E402
 
 LONG_REPS = 2  # 60 s start/stop windows per CodeCarbon setting and trace, run concurrently
@@ -176,6 +176,25 @@ def render(results: list[dict], rate_hz: float, late: int, realtime: bool) -> st
                 pct(errors.get((lab, gpu, secs, "gpu"), [])) for lab in labels])
     out.append(table(header, rows))
     out.append("")
+    short = {labels[0]: "ours", labels[1]: "CodeCarbon 15 s", labels[2]: "CodeCarbon 1 s"}
+
+    def worst(lab: str, keys: list[str], secs: int) -> str:
+        vals = [abs(e) for k in keys for e in errors.get((lab, k, secs, "gpu" if k in (
+            "counter", "polled") else "cpu"), [])]
+        return f"{max(vals) * 100:.2f}%" if vals else "n/a"
+
+    steady = [t.name for t in CPU_TRACES if t.name != "wrap"] + ["counter"]
+    headline("Accuracy with hardware energy counters (RAPL constant/square/spikes, NVML energy), "
+             "worst |error| over 1 s / 10 s / 60 s windows: " + "; ".join(
+                 f"{short[lab]} " + " / ".join(worst(lab, steady, s) for s in (1, 10, 60))
+                 for lab in labels) + " (the harness resolves about 0.2% at 1 s).")
+    wrap = [pct(errors.get((lab, "wrap", 60, "cpu"), [])).split(" ")[0] for lab in labels]
+    headline("A RAPL counter wrapping every 5 s, 60 s windows (median error): " + "; ".join(
+        f"{short[lab]} {w}" for lab, w in zip(labels, wrap, strict=True)) + ".")
+    headline("GPU with power readings only (no energy counter), worst |error| over 1 s / 10 s / "
+             "60 s windows: " + "; ".join(
+                 f"{short[lab]} " + " / ".join(worst(lab, ["polled"], s) for s in (1, 10, 60))
+                 for lab in labels) + ".")
     counts = {lab: sum(len(v) for k, v in errors.items() if k[0] == lab and k[3] == "cpu")
               for lab in labels}
     out.append("CPU windows scored per tool: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))

@@ -14,7 +14,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from figures import HERE, PYTHON, REPO, log, spread, table  # noqa: E402
+from figures import HERE, PYTHON, REPO, headline, log, spread, table  # noqa: E402
 
 SECONDS = 5.0
 REPS = 3
@@ -51,6 +51,9 @@ def main() -> int:
                 col("ours_machine_cpu_w"), col("cc_cpu_w"),
                 col("ours_process_ram_w"), col("ours_machine_ram_w"), col("cc_ram_w"),
             ])
+            headline(f"No counters (this machine), {rows[-1][0]} ({rows[-1][1]} cores busy): "
+                     f"ours {rows[-1][2].split(' [')[0]} CPU (model, process scope), "
+                     f"CodeCarbon {rows[-1][4]} CPU (load x TDP, machine).")
             if threads == LEVELS[-1]:
                 notes.append(f"- ours, method per component: {reps[0]['ours_methods']}")
                 notes += [f"- ours: {line}" for line in describe]

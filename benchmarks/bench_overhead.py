@@ -17,7 +17,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fit_worker  # noqa: E402
-from figures import HERE, PYTHON, REPO, log, spread, table  # noqa: E402
+from figures import HERE, PYTHON, REPO, headline, log, spread, table  # noqa: E402
 
 ROUNDS = 5
 CONFIGS = {
@@ -80,7 +80,7 @@ def main() -> int:
         "no tracker within the same round. Target for ours: <= 1.01. The machine was shared "
         "with other work while this ran, so single fits vary by a few percent.")
     out.append("")
-    rows, notes = [], []
+    rows, notes, summary = [], [], {}
     for config, name in CONFIGS.items():
         times, ratios = [], []
         for rnd in rounds:
@@ -92,15 +92,26 @@ def main() -> int:
             if "error" not in base:
                 ratios.append(r["total_s"] / base["total_s"])
         rows.append([name, spread(times, "{:.3f}", " s"), spread(ratios, "{:.3f}")])
+        summary[config] = spread(ratios, "{:.3f}")
     out.append(table(["config", "time", "ratio to no tracker"], rows))
     ours_ok = [rnd["ours"] for rnd in rounds if "error" not in rnd["ours"]]
     if ours_ok:
         out.append("")
-        out.append(hooks_section(ours_ok, [rnd["none"] for rnd in rounds
-                                           if "error" not in rnd["none"]]))
+        hooks = hooks_section(ours_ok, [rnd["none"] for rnd in rounds
+                                        if "error" not in rnd["none"]])
+        out.append(hooks)
         out.append("")
         out.append("Keys our callback put in `trainer.callback_metrics`: "
                    + ", ".join(f"`{k}`" for k in ours_ok[0]["logged"]))
+    base = spread([rnd["none"]["total_s"] for rnd in rounds if "error" not in rnd["none"]],
+                  "{:.2f}", " s")
+    headline(f"Lightning fit overhead, ratio to no tracker in the same round ({ROUNDS} rounds, "
+             f"{fit_worker.EPOCHS} epochs, {base}): ours {summary.get('ours')}, CodeCarbon "
+             f"{summary.get('cc1')} (measure_power_secs=1) and {summary.get('ccdefault')} "
+             "(default).")
+    if ours_ok:
+        headline("Our callback's own time inside its hooks: " + hooks.split(": ", 1)[1]
+                 .split(" It does not include")[0])
     if notes:
         out.append("")
         out += sorted(set(notes))

@@ -14,7 +14,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from figures import HERE, PYTHON, REPO, log, spread, table  # noqa: E402
+from figures import HERE, PYTHON, REPO, headline, log, spread, table  # noqa: E402
 
 RUNS = 5
 RUN_SECONDS = 2.0
@@ -82,6 +82,12 @@ def main() -> int:
                      spread([c / o for o, c in zip(ours, cc, strict=False) if o > 0],
                             "{:.3g}", "x")])
     out.append(table(["figure", "ours", "CodeCarbon", "CodeCarbon / ours"], rows))
+    if total_ours and total_cc:
+        headline(f"Start-up, fresh interpreter, import + construction + first reading: ours "
+                 f"{rows[4][1]}, CodeCarbon {rows[4][2]} (CodeCarbon / ours {rows[4][3]}); "
+                 f"`start()` to first reading alone: ours {rows[2][1]}, CodeCarbon {rows[2][2]}.")
+        headline(f"Memory added by importing and running: ours {rows[6][1]}, CodeCarbon "
+                 f"{rows[6][2]} ({rows[6][3]}).")
     out.append("")
     for tool in ("ours", "codecarbon"):
         if ok[tool]:

@@ -44,3 +44,11 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def log(msg: str) -> None:
     """Progress goes to stderr; stdout carries only the markdown result."""
     print(msg, file=sys.stderr, flush=True)
+
+
+def headline(line: str) -> None:
+    """Record a one-line headline for the top of RESULTS.md (run_all.py sets the file)."""
+    path = os.environ.get("CCB_HEADLINES")
+    if path:
+        with open(path, "a") as f:
+            f.write(line.replace("\n", " ") + "\n")

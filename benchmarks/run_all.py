@@ -16,6 +16,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 
@@ -88,13 +89,16 @@ def main(argv: list[str]) -> int:
     began = time.monotonic()
     load0 = os.getloadavg()
     sections, timings = [], []
+    headlines = tempfile.NamedTemporaryFile(prefix="ccb_headlines_", suffix=".txt", delete=False)
+    headlines.close()
+    env = dict(os.environ, CCB_HEADLINES=headlines.name)
     for script in scripts:
         name = os.path.basename(script)
         log(f"== {name}")
         t = time.monotonic()
         try:
             proc = subprocess.run([PYTHON, script], cwd=REPO, stdout=subprocess.PIPE,
-                                  stderr=None, text=True, timeout=TIMEOUT_S)
+                                  stderr=None, text=True, timeout=TIMEOUT_S, env=env)
             body, rc = proc.stdout.strip(), proc.returncode
         except subprocess.TimeoutExpired as exc:
             body = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else ""
@@ -109,6 +113,9 @@ def main(argv: list[str]) -> int:
         log(f"   {name}: {took:.0f} s")
     total = time.monotonic() - began
     load1 = os.getloadavg()
+    with open(headlines.name) as f:
+        lines = [ln.strip() for ln in f if ln.strip()]
+    os.unlink(headlines.name)
     head = [
         "# Benchmark results",
         "",
@@ -124,6 +131,8 @@ def main(argv: list[str]) -> int:
         "was shared with other work, which widens the ranges.",
         "",
     ]
+    if lines:
+        head += ["## Headlines", "", *[f"- {ln}" for ln in lines], ""]
     text = "\n".join(head) + "\n" + "\n\n".join(sections) + "\n"
     with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
         f.write(text)
