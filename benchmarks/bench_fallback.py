@@ -51,13 +51,16 @@ def main() -> int:
                 col("ours_machine_cpu_w"), col("cc_cpu_w"),
                 col("ours_process_ram_w"), col("ours_machine_ram_w"), col("cc_ram_w"),
             ])
-            headline(f"No counters (this machine), {rows[-1][0]} ({rows[-1][1]} cores busy): "
-                     f"ours {rows[-1][2].split(' [')[0]} CPU (model, process scope), "
-                     f"CodeCarbon {rows[-1][4]} CPU (load x TDP, machine).")
             if threads == LEVELS[-1]:
                 notes.append(f"- ours, method per component: {reps[0]['ours_methods']}")
                 notes += [f"- ours: {line}" for line in describe]
                 notes.append(f"- CodeCarbon: {reps[0]['cc_mode']}")
+    if rows:
+        headline("No counters (this machine), CPU watts for " + " / ".join(
+            f"{r[0]} ({r[1].split(' ')[0]} cores busy)" for r in rows) + ": ours " + " / ".join(
+            r[2].split(" (")[0] for r in rows) + " (load x TDP model, process scope); "
+            "CodeCarbon " + " / ".join(r[4].split(" (")[0] for r in rows) +
+            " (its load x TDP model, whole machine).")
     out.append(f"Torch float32 matmul on N threads for {SECONDS:.0f} s inside the measuring "
                f"process, {REPS} windows per level; both tools started and stopped around the "
                "same window. `cores used` is this process's CPU time / wall time (the machine "

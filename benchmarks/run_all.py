@@ -4,8 +4,9 @@ Each ``benchmarks/bench_*.py`` is a script that prints one markdown section on s
 on stderr); this runs them one after another in fresh interpreters, so none inherits another's
 imports or threads, and collects the sections. ``make bench`` calls it.
 
-Usage: ``python benchmarks/run_all.py [NAME ...]`` (NAME like ``startup`` runs only
-``bench_startup.py`` and still writes RESULTS.md; the default runs them all).
+Usage: ``python benchmarks/run_all.py [NAME ...]``. With no NAME it runs them all and writes
+RESULTS.md; a NAME like ``startup`` runs only ``bench_startup.py`` and prints its section
+instead, so a partial run never replaces the full results.
 """
 
 from __future__ import annotations
@@ -134,6 +135,9 @@ def main(argv: list[str]) -> int:
     if lines:
         head += ["## Headlines", "", *[f"- {ln}" for ln in lines], ""]
     text = "\n".join(head) + "\n" + "\n\n".join(sections) + "\n"
+    if argv:
+        print(text)
+        return 0
     with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
         f.write(text)
     log(f"wrote benchmarks/RESULTS.md ({total:.0f} s)")
