@@ -13,6 +13,7 @@ import sys
 
 import torch
 import transformers
+
 from carbon_callbacks.integrations.transformers import CarbonCallback
 
 

@@ -14,9 +14,10 @@ import time
 
 import lightning.pytorch as pl
 import torch
-from carbon_callbacks.integrations.lightning import CarbonCallback
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from carbon_callbacks.integrations.lightning import CarbonCallback
 
 
 class Tiny(pl.LightningModule):

@@ -20,13 +20,14 @@ import sys
 import time
 
 import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
 from carbon_callbacks.integrations.optuna import (
     CarbonPruner,
     StudyCarbonBudget,
     report_carbon,
 )
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 
 STEPS = 10
 SMALL_G_PER_STEP = 10.0

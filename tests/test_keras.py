@@ -11,7 +11,6 @@ keras = pytest.importorskip("keras")
 np = pytest.importorskip("numpy")
 
 from carbon_callbacks.integrations.keras import CarbonCallback  # noqa: E402
-
 from carbon_callbacks.policies import CONTINUE, Decision  # noqa: E402
 from carbon_callbacks.tracker import LOG_KEYS  # noqa: E402
 

@@ -15,6 +15,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.pruners import MedianPruner, NopPruner, ThresholdPruner
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState, create_trial
+
 from carbon_callbacks.integrations.optuna import (
     STEP_ATTR_PREFIX,
     CarbonPruner,
@@ -26,10 +31,6 @@ from carbon_callbacks.integrations.optuna import (
     trial_carbon,
     trial_co2_g,
 )
-from optuna.pruners import MedianPruner, NopPruner, ThresholdPruner
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState, create_trial
 
 WORKER = Path(__file__).with_name("optuna_worker.py")
 sys.path.insert(0, str(WORKER.parent))

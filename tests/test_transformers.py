@@ -14,7 +14,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from carbon_callbacks.integrations.transformers import STATE_KEY, CarbonCallback  # noqa: E402
-
 from carbon_callbacks.ledger import Ledger  # noqa: E402
 from carbon_callbacks.policies import CarbonBudget  # noqa: E402
 from carbon_callbacks.tracker import LOG_KEYS  # noqa: E402
