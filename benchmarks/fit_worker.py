@@ -53,10 +53,11 @@ def main() -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     import lightning as L
     import torch
-    from carbon_callbacks.integrations.lightning import CarbonCallback
     from codecarbon import OfflineEmissionsTracker
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
+
+    from carbon_callbacks.integrations.lightning import CarbonCallback
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
