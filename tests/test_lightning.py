@@ -241,3 +241,53 @@ def test_invalid_arguments_fail_at_construction():
         CarbonCallback(pue=0.2)
     with pytest.raises(TypeError, match="policy"):
         CarbonCallback(policy="stop at 10 g")
+
+
+def test_an_optuna_trial_gets_per_epoch_co2_and_is_pruned_from_inside_fit(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    from carbon_callbacks.integrations.optuna import trial_carbon
+
+    class PruneAtSecondReport(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return len(trial.intermediate_values) >= 2
+
+    study = optuna.create_study(direction="maximize", pruner=PruneAtSecondReport())
+    trial = study.ask()
+    carbon = CarbonCallback(intensity=INTENSITY, trial=trial, monitor="val_acc")
+    with pytest.raises(optuna.TrialPruned):
+        fit(tmp_path, [carbon], max_epochs=10)
+    points = trial_carbon(study.trials[0])
+    assert [p.step for p in points] == [0, 1]
+    assert [p.co2_g_total for p in points] == pytest.approx(
+        [r.co2_g_total for r in carbon.records])
+    assert [p.value for p in points] == pytest.approx([r.metric("val_acc") for r in carbon.records])
+    assert points[-1].co2_g_total > points[0].co2_g_total > 0
+
+
+def test_a_study_co2_budget_stops_optimize_after_real_lightning_trials(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    from carbon_callbacks.integrations.optuna import (
+        CarbonPruner,
+        StudyCarbonBudget,
+        study_co2_g,
+        trial_co2_g,
+    )
+
+    totals = []
+
+    def objective(trial):
+        carbon = CarbonCallback(intensity=INTENSITY, trial=trial, monitor="val_acc")
+        trainer = fit(tmp_path / f"t{trial.number}", [carbon], max_epochs=2)
+        totals.append(carbon.records[-1].co2_g_total)
+        return float(trainer.callback_metrics["val_acc"])
+
+    study = optuna.create_study(
+        direction="maximize",
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        pruner=CarbonPruner(optuna.pruners.MedianPruner(n_startup_trials=1)),
+    )
+    # A budget below one trial's CO2e: the study stops after its first trial.
+    study.optimize(objective, n_trials=5, callbacks=[StudyCarbonBudget(max_co2_g=1e-12)])
+    assert len(study.trials) == 1
+    assert trial_co2_g(study.trials[0]) == pytest.approx(totals[0]) and totals[0] > 1e-12
+    assert study_co2_g(study) == pytest.approx(sum(totals))

@@ -176,3 +176,25 @@ def test_ddp_two_cpu_ranks_log_the_sum_of_their_own_measurements(tmp_path):
         assert sum(e["energy_kwh"] for e in entries) == pytest.approx(sum(own), rel=1e-9)
     assert ranks[0]["run_id"] and not ranks[1]["run_id"]  # the ledger is written by rank 0
     assert len(Ledger.open(tmp_path / "ledger.sqlite").runs()) == 1
+
+
+def test_an_optuna_trial_gets_per_epoch_co2_and_is_pruned_from_inside_train(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    from carbon_callbacks.integrations.optuna import trial_carbon
+
+    class PruneAtSecondReport(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return len(trial.intermediate_values) >= 2
+
+    study = optuna.create_study(direction="minimize", pruner=PruneAtSecondReport())
+    trial = study.ask()
+    carbon = CarbonCallback(intensity=INTENSITY, trial=trial, monitor="eval_loss")
+    trainer = trainer_for(tmp_path, [carbon], epochs=5)
+    with pytest.raises(optuna.TrialPruned):
+        trainer.train()
+    points = trial_carbon(study.trials[0])
+    assert [p.step for p in points] == [0, 1]
+    assert [p.co2_g_total for p in points] == pytest.approx(
+        [r.co2_g_total for r in carbon.records])
+    assert [p.value for p in points] == pytest.approx(
+        [r.metric("eval_loss") for r in carbon.records])
