@@ -8,6 +8,7 @@ how it behaves: normal answers, slow, HTTP 500, malformed JSON, or a 401 for a w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -48,6 +49,7 @@ class FakeGrid:
         self.tokens: list[str | None] = []
         self.release = threading.Event()
         self.answered_slow = False
+        self.redirect: str | None = None  # answer every request with a 302 to this URL
 
     def value(self, t: float) -> float:
         return self.hourly.get(math.floor(t / HOUR) * HOUR, self.latest)
@@ -69,6 +71,18 @@ def make_handler(grid: FakeGrid):
         def do_GET(self):  # noqa: N802 - http.server's name
             grid.requests.append(self.path)
             grid.tokens.append(self.headers.get("auth-token"))
+            if self.path.startswith("/moved/"):
+                # A same-host move (an API path renamed): following it is safe.
+                target = self.path[len("/moved"):]
+                self.send_response(301)
+                self.send_header("Location", target)
+                self.send_header("Content-Length", "0")
+                return self.end_headers()
+            if grid.redirect is not None:
+                self.send_response(302)
+                self.send_header("Location", grid.redirect)
+                self.send_header("Content-Length", "0")
+                return self.end_headers()
             if grid.mode == "slow":
                 grid.release.wait(10)
                 grid.answered_slow = True
@@ -149,18 +163,39 @@ def make_handler(grid: FakeGrid):
     return Handler
 
 
-@pytest.fixture
-def grid():
+@contextlib.contextmanager
+def serve(host: str):
     fake = FakeGrid()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(fake))
+    server = ThreadingHTTPServer((host, 0), make_handler(fake))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield fake
-    fake.release.set()
-    server.shutdown()
-    server.server_close()
+    fake.url = f"http://{host}:{server.server_address[1]}"
+    try:
+        yield fake
+    finally:
+        fake.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def grid():
+    with serve("127.0.0.1") as fake:
+        yield fake
+
+
+@pytest.fixture
+def other_host():
+    """A second server on another loopback address: a different host to the client."""
+    try:
+        probe = socket.socket()
+        probe.bind(("127.0.0.2", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("127.0.0.2 is not a loopback address on this system")
+    with serve("127.0.0.2") as fake:
+        yield fake
 
 
 @pytest.fixture(autouse=True)
@@ -375,3 +410,27 @@ def test_uk_provider_from_environment(grid, monkeypatch):
     assert isinstance(source, UKCarbonIntensity) and source.postcode == "SW1A"
     source.intensity_at(time.time() - 5, time.time())
     assert grid.requests[-1] == "/regional/postcode/SW1A"
+
+
+def test_redirect_to_another_host_never_receives_the_token(grid, other_host, caplog):
+    # The other host answers like the real API, so following the redirect would "work".
+    grid.redirect = f"{other_host.url}/v3/carbon-intensity/latest?zone=DE"
+    source = em(grid)
+    with caplog.at_level(logging.DEBUG):
+        g, provenance = source.intensity_at(time.time() - 10, time.time())
+    assert len(grid.requests) == 1 and grid.tokens == [TOKEN]
+    assert other_host.requests == [] and other_host.tokens == []
+    assert g == pytest.approx(lookup_country("DE").g_per_kwh)
+    assert "redirect refused" in provenance
+    assert "redirect refused" in caplog.text and "127.0.0.2" in caplog.text
+    assert TOKEN not in caplog.text + provenance + repr(source) + str(source)
+
+
+def test_redirect_within_the_same_host_is_followed(grid):
+    g, provenance = ElectricityMaps(
+        "DE", token=TOKEN, base_url=f"{grid.url}/moved/v3", timeout=1.0
+    ).intensity_at(time.time() - 10, time.time())
+    assert g == grid.latest and "fallback" not in provenance
+    assert grid.requests[1].startswith("/v3/carbon-intensity/latest")
+    assert grid.tokens == [TOKEN, TOKEN]
+

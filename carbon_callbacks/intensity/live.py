@@ -82,6 +82,45 @@ def _plausible(value: Any) -> float:
     return v
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # a malformed port in a Location header
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _same_origin_redirects() -> Any:
+    """A redirect handler that follows moves within the same scheme, host and port only.
+
+    urllib's own handler copies every request header, ``auth-token`` included, to whatever
+    host a ``Location`` names, over plain http too: a proxy, a hijacked DNS answer or a
+    compromised API could collect the token. A provider that moved elsewhere is a
+    configuration change for the user (the base URL), so the request fails and falls back.
+    """
+    import urllib.request
+
+    class SameOriginRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            scheme, host, port = _origin(newurl)
+            if (scheme, host, port) != _origin(req.full_url):
+                # Name where it pointed (scheme, host, port; never the query) so the user
+                # can fix the base URL; the token is in no part of this message.
+                where = f"{scheme}://{host}" + (f":{port}" if port not in (80, 443) else "")
+                raise LiveError(
+                    f"HTTP {code} redirect refused",
+                    f"the server sent the request to another origin ({where}); set the "
+                    "provider's base URL to it if you trust it",
+                )
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return SameOriginRedirect
+
+
 def http_get_json(url: str, headers: Mapping[str, str], timeout: float) -> Any:
     """GET ``url`` and decode JSON within ``timeout`` seconds all told, DNS included.
 
@@ -94,19 +133,24 @@ def http_get_json(url: str, headers: Mapping[str, str], timeout: float) -> Any:
         The decoded JSON.
 
     Raises:
-        LiveError: With cause ``timeout``, ``HTTP <code>``, ``connection failed`` or
-            ``malformed response``. Messages never include header values.
+        LiveError: With cause ``timeout``, ``HTTP <code>``, ``HTTP <code> redirect refused``
+            (a redirect to another scheme, host or port, which would carry the headers
+            there), ``connection failed`` or ``malformed response``. Messages never include
+            header values.
     """
     import urllib.error
     import urllib.request
 
     result: dict[str, Any] = {}
+    opener = urllib.request.build_opener(_same_origin_redirects())
 
     def fetch() -> None:
         try:
             req = urllib.request.Request(url, headers=dict(headers))
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with opener.open(req, timeout=timeout) as resp:
                 result["body"] = resp.read(1_000_000)
+        except LiveError as exc:
+            result["error"] = exc
         except urllib.error.HTTPError as exc:
             result["error"] = LiveError(f"HTTP {exc.code}")
         except (TimeoutError, OSError) as exc:
