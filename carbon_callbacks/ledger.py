@@ -121,17 +121,27 @@ _EPOCH_COLUMNS = (
 )
 _END_COLUMNS = ("run_id", "end_wall", "stopped_early", "stop_reason", "recorded")
 
+_COLUMNS = {"runs": _RUN_COLUMNS, "epochs": _EPOCH_COLUMNS, "run_ends": _END_COLUMNS}
+
 _INSERT = {
     table: (
         f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})"
         f" ON CONFLICT DO NOTHING"
     )
-    for table, cols in (
-        ("runs", _RUN_COLUMNS),
-        ("epochs", _EPOCH_COLUMNS),
-        ("run_ends", _END_COLUMNS),
-    )
+    for table, cols in _COLUMNS.items()
 }
+
+
+def _row(op: Mapping[str, Any]) -> dict[str, Any]:
+    # Every column gets a value (NULL when absent), so a row spooled by older code that did not
+    # know a newer column (``source`` before schema v2) is still written.
+    row = op["row"]
+    return {c: row.get(c) for c in _COLUMNS[op["table"]]}
+
+
+def _is_op(op: Any) -> bool:
+    """Whether a spooled JSON value is a write this code can apply."""
+    return isinstance(op, dict) and op.get("table") in _INSERT and isinstance(op.get("row"), dict)
 
 
 class LedgerError(Exception):
@@ -140,6 +150,14 @@ class LedgerError(Exception):
 
 class LedgerUnavailable(LedgerError):
     """The store cannot be reached or written right now; writes go to the spool meanwhile."""
+
+
+class LedgerRejected(LedgerError):
+    """The store is up but refused the rows (a constraint or a value it cannot hold).
+
+    Retrying cannot help, so spooled writes refused this way are set aside (see ``_Spool``)
+    instead of blocking every later write.
+    """
 
 
 @dataclass(frozen=True)
@@ -297,12 +315,14 @@ class _SqliteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for op in ops:
-                    conn.execute(_INSERT[op["table"]], op["row"])
+                    conn.execute(_INSERT[op["table"]], _row(op))
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
+        except _SQLITE_REJECTED as exc:
+            raise LedgerRejected(f"SQLite ledger {self.path} refused a row ({exc})") from exc
         except sqlite3.Error as exc:
             # A file that turned bad (or got replaced) under us: reconnect next time.
             self.close()
@@ -325,6 +345,15 @@ class _SqliteStore:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
             self._conn = None
+
+
+# Errors about the rows themselves (a NULL key, a value SQLite cannot bind), not the file.
+_SQLITE_REJECTED = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    sqlite3.DataError,
+)
 
 
 def _sqlite_reason(path: Path, exc: Exception) -> str:
@@ -406,13 +435,25 @@ class _SqlAlchemyStore:
         return self._engine
 
     def _run(self, fn: Any) -> Any:
-        from sqlalchemy.exc import SQLAlchemyError
+        from sqlalchemy.exc import (
+            DataError,
+            DBAPIError,
+            IntegrityError,
+            SQLAlchemyError,
+            StatementError,
+        )
 
         try:
             with self._engine.begin() as conn:
                 return fn(conn)
         except SQLAlchemyError as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            rejected = isinstance(exc, (IntegrityError, DataError)) or (
+                isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
+            )
+            if rejected:
+                msg = f"ledger database {self.label} refused a row ({reason})"
+                raise LedgerRejected(msg) from exc
             raise LedgerUnavailable(f"ledger database {self.label} unavailable ({reason})") from exc
 
     def _migrate(self, conn: Any) -> None:
@@ -444,7 +485,7 @@ class _SqlAlchemyStore:
 
         def write(conn: Any) -> None:
             for op in ops:
-                conn.execute(text(_INSERT[op["table"]]), dict(op["row"]))
+                conn.execute(text(_INSERT[op["table"]]), _row(op))
 
         self._run(write)
 
@@ -467,15 +508,21 @@ class _SqlAlchemyStore:
 
 
 class _Spool:
-    """A JSONL file of pending writes, appended and drained under an advisory file lock."""
+    """A JSONL file of pending writes, appended and drained under an advisory file lock.
+
+    Writes the store refuses for good (``LedgerRejected``) are moved to
+    ``<spool>.rejected.jsonl`` so that one bad line cannot hold back every later write.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.rejected_path = path.with_suffix(".rejected.jsonl")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[Any]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+", encoding="utf-8") as fh:
+        # Binary: a line of bad bytes must not stop the lines after it from being read.
+        with open(self.path, "a+b") as fh:
             try:
                 import fcntl
             except ImportError:  # Windows: no advisory locks, single writer assumed
@@ -489,45 +536,94 @@ class _Spool:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def append(self, op: Mapping[str, Any]) -> None:
-        line = json.dumps(op, default=str, allow_nan=True) + "\n"
+        line = (json.dumps(op, default=str, allow_nan=True) + "\n").encode()
         with self._locked() as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    # The last write was cut short (a kill, a full disk): end it, or this line
+                    # would be joined to it and both lost.
+                    line = b"\n" + line
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
 
     def pending(self) -> bool:
         try:
-            return self.path.stat().st_size > 0
+            return self.path.is_file() and self.path.stat().st_size > 0
         except OSError:
             return False
 
     def count(self) -> int:
         if not self.pending():
             return 0
-        with open(self.path, encoding="utf-8") as fh:
+        with open(self.path, "rb") as fh:
             return sum(1 for line in fh if line.strip())
 
     def drain(self, write: Any) -> int:
-        """Hand every pending op to ``write`` (one call) and empty the file if it succeeds."""
+        """Hand every pending op to ``write`` and empty the file if it succeeds.
+
+        One call with all ops; if the store refuses that batch (``LedgerRejected``), the ops
+        are written one at a time and the refused ones are moved to ``rejected_path``.
+        ``LedgerUnavailable`` propagates and keeps the spool as it was.
+
+        Returns:
+            How many ops were written.
+        """
         if not self.pending():
             return 0
         with self._locked() as fh:
             fh.seek(0)
             ops = []
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
+            unreadable = []
+            for n, raw in enumerate(fh, 1):
+                if not raw.strip():
                     continue
                 try:
-                    ops.append(json.loads(line))
-                except json.JSONDecodeError:
-                    # A line cut short by a kill mid-write; the rest of the spool is still good.
-                    logger.warning("skipping unreadable line %d of ledger spool %s", n, self.path)
+                    op = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    op = None  # a line cut short by a kill mid-write, or bytes not ours
+                if _is_op(op):
+                    ops.append(op)
+                else:
+                    unreadable.append(n)
+            if unreadable:
+                logger.warning(
+                    "skipping %d unreadable line(s) of ledger spool %s (line %s)",
+                    len(unreadable),
+                    self.path,
+                    ", ".join(map(str, unreadable[:5])),
+                )
+            rejected: list[tuple[Mapping[str, Any], str]] = []
             if ops:
-                write(ops)
+                try:
+                    write(ops)
+                except LedgerRejected:
+                    for op in ops:
+                        try:
+                            write([op])
+                        except LedgerRejected as exc:
+                            rejected.append((op, str(exc)))
+            if rejected:
+                self._set_aside(rejected)
             fh.truncate(0)
             fh.flush()
             os.fsync(fh.fileno())
-        return len(ops)
+        return len(ops) - len(rejected)
+
+    def _set_aside(self, rejected: Sequence[tuple[Mapping[str, Any], str]]) -> None:
+        with open(self.rejected_path, "a", encoding="utf-8") as out:
+            for op, _ in rejected:
+                out.write(json.dumps(op, default=str, allow_nan=True) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        logger.warning(
+            "the ledger refused %d spooled write(s) (%s); they were moved to %s",
+            len(rejected),
+            rejected[0][1],
+            self.rejected_path,
+        )
 
 
 # --------------------------------------------------------------------------- the ledger
@@ -821,14 +917,19 @@ class Ledger:
         with self._lock:
             if time.monotonic() >= self._retry_at:
                 try:
-                    for spool in self._spools:
-                        if spool.pending():
-                            spool.drain(self._store.apply)
+                    self._drain_spools()
                     self._store.apply([op])
                     self.last_error = ""
                     return
+                except LedgerRejected as exc:
+                    # The store is up but will never take this row: set it aside, not retry.
+                    with contextlib.suppress(OSError):
+                        self._spool._set_aside([(op, str(exc))])
+                        return
                 except LedgerError as exc:
                     self._note_unavailable(str(exc))
+                except Exception as exc:  # anything unforeseen: spool, never raise into training
+                    self._note_unavailable(f"ledger write failed ({type(exc).__name__}: {exc})")
             errors = []
             for spool in self._spools:
                 try:
@@ -846,6 +947,31 @@ class Ledger:
                 return
             # Nowhere left to keep it: say so, but never take training down.
             _warn_once(("lost", self.label), "ledger record lost: %s", "; ".join(errors))
+
+    def _drain_spools(self) -> None:
+        """Write the spooled ops to the store; a spool that cannot be read is left for later.
+
+        Raises:
+            LedgerUnavailable: if the store cannot be written (the spools are kept).
+        """
+        for spool in self._spools:
+            if not spool.pending():
+                continue
+            try:
+                spool.drain(self._store.apply)
+            except LedgerError:
+                raise
+            except Exception as exc:
+                # The spool file, not the store, is the problem (unreadable, a folder, a full
+                # disk on truncate): new records still go to the store.
+                _warn_once(
+                    ("drain", str(spool.path)),
+                    "cannot read the ledger spool %s (%s: %s); its records stay there until "
+                    "`carbon-callbacks spool flush` can read it",
+                    spool.path,
+                    type(exc).__name__,
+                    exc,
+                )
 
     def _note_unavailable(self, reason: str) -> None:
         self.last_error = reason
@@ -936,7 +1062,14 @@ class Ledger:
             LedgerUnavailable: if the store still cannot be written (the spool is kept).
         """
         with self._lock:
-            n = sum(spool.drain(self._store.apply) for spool in self._spools)
+            n = 0
+            for spool in self._spools:
+                try:
+                    n += spool.drain(self._store.apply)
+                except OSError as exc:
+                    raise LedgerError(
+                        f"cannot read the ledger spool {spool.path}: {exc.strerror or exc}"
+                    ) from exc
             self._retry_at = 0.0
             self.last_error = ""
             return n
