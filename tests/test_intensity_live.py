@@ -434,3 +434,35 @@ def test_redirect_within_the_same_host_is_followed(grid):
     assert grid.requests[1].startswith("/v3/carbon-intensity/latest")
     assert grid.tokens == [TOKEN, TOKEN]
 
+
+def test_hours_missing_from_the_answer_cost_no_further_requests(grid, caplog):
+    h = this_hour()
+    # A 6-hour past window; the provider has data for only two of its hours.
+    grid.hourly = {h - 7 * HOUR: 100.0, h - 4 * HOUR: 300.0}
+    source = em(grid)
+    fallback = lookup_country("DE").g_per_kwh
+    with caplog.at_level(logging.WARNING):
+        result = emissions(window(h - 7 * HOUR, 6 * HOUR, 6.0), source)
+        again = emissions(window(h - 7 * HOUR, 6 * HOUR, 6.0), source)
+    assert len(grid.requests) == 1 and "/past-range?" in grid.requests[0]
+    expected = [100.0, fallback, fallback, 300.0, fallback, fallback]
+    assert [p.g_per_kwh for p in result.parts] == pytest.approx(expected)
+    assert again.g == pytest.approx(result.g)
+    assert "no data" in result.provenance
+    assert len([r for r in caplog.records if "no data" in r.getMessage()]) == 1
+
+
+def test_a_failing_provider_costs_one_request_per_emissions_call(grid):
+    grid.mode = "slow"
+    source = em(grid, timeout=0.2)
+    now = time.time()
+    # Six finished hours (prefetch) and the current one (latest): one deadline, not two.
+    result = emissions(window(now - 6 * HOUR, 6 * HOUR, 6.0), source)
+    assert len(grid.requests) == 1
+    assert len(result.parts) == 7
+    assert all(p.g_per_kwh == pytest.approx(lookup_country("DE").g_per_kwh) for p in result.parts)
+    assert "timeout" in result.provenance
+    # A later call tries again: a failure is not taken to last for ever.
+    emissions(window(now - 60, 60, 0.01), source)
+    assert len(grid.requests) == 2
+

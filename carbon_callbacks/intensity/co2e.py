@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -149,6 +150,14 @@ def emissions(window: Window, source: IntensitySource, pue: float = 1.0) -> Emis
         print(f"{e.g:.1f} g ({e.low:.1f}-{e.high:.1f}) at {e.intensity_g_per_kwh:.0f} g/kWh")
     """
     pue = check_pue(pue)
+    # A live provider stops asking after the first failed request of this window, so an
+    # epoch end waits for one deadline at most (see LiveSource.request_batch).
+    batch = getattr(source, "request_batch", None)
+    with batch() if callable(batch) else contextlib.nullcontext():
+        return _emissions(window, source, pue)
+
+
+def _emissions(window: Window, source: IntensitySource, pue: float) -> Emissions:
     start, end = float(window.start_wall), float(window.end_wall)
     if getattr(source, "time_varying", True):
         pieces = _hours(start, end)

@@ -14,6 +14,7 @@ shown by ``repr``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -196,6 +197,8 @@ class LiveSource(BaseIntensity):
         self._cache: dict[tuple[str, float], IntensitySample] = {}
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        # Per thread: inside request_batch(), the first failure of this call (or None).
+        self._batch = threading.local()
         self.requests = 0
         """How many HTTP requests this source has made (for tests and diagnostics)."""
 
@@ -246,29 +249,65 @@ class LiveSource(BaseIntensity):
             z.g_per_kwh, z.low, z.high, f"{z.provenance} (fallback: {self.provider} {cause})"
         )
 
+    @contextlib.contextmanager
+    def request_batch(self) -> Iterator[None]:
+        """Within this block, one failed request ends requests for the rest of the block.
+
+        ``emissions()`` wraps each window in it: after a timeout or an error, the window's
+        remaining hours use the embedded fallback at once (not cached, so a later window asks
+        again), so an epoch end waits for at most one deadline per source, not one per hour.
+        """
+        state = self._batch
+        outer = getattr(state, "active", False)
+        if not outer:
+            state.active, state.failure = True, None
+        try:
+            yield
+        finally:
+            if not outer:
+                state.active, state.failure = False, None
+
+    def _failed_in_batch(self) -> Exception | None:
+        if not getattr(self._batch, "active", False):
+            return None
+        return self._batch.failure
+
+    def _note_failure(self, exc: Exception) -> None:
+        if getattr(self._batch, "active", False) and self._batch.failure is None:
+            self._batch.failure = exc
+
     def prefetch(self, start: float, end: float) -> None:
         """Fill the cache for every finished hour in ``[start, end]`` with one request.
 
         ``emissions()`` calls this before asking hour by hour, so a 3-hour window costs one
-        range request rather than three. Never raises.
+        range request rather than three. Hours the answer leaves out get the fallback, cached,
+        so they are not asked for again one by one. Never raises.
         """
         first, now_hour = _hour(start), _hour(time.time())
         last = min(_hour(end), now_hour - HOUR)
         hours = [first + i * HOUR for i in range(int((last - first) / HOUR) + 1)]
         with self._lock:
             missing = [h for h in hours if (self.zone, h) not in self._cache]
-            if not missing:
+            if not missing or self._failed_in_batch() is not None:
                 return
             try:
                 series = self._fetch_range(missing[0], missing[-1] + HOUR)
             except Exception as exc:  # noqa: BLE001 - fall back, never raise into training
+                self._note_failure(exc)
                 sample = self._fallback(exc)
                 for h in missing:
                     self._cache[(self.zone, h)] = sample
                 return
+            gap: IntensitySample | None = None
             for h in missing:
                 if h in series:
                     self._cache[(self.zone, h)] = self._live(series[h], h)
+                else:
+                    # The provider answered for the span and has nothing for this finished
+                    # hour: asking again for that hour alone would get the same answer.
+                    if gap is None:
+                        gap = self._fallback(LiveError("no data for that hour"))
+                    self._cache[(self.zone, h)] = gap
 
     def sample(self, start: float, end: float) -> IntensitySample:
         """The provider's value for the hour holding the middle of ``[start, end]``."""
@@ -278,6 +317,10 @@ class LiveSource(BaseIntensity):
             cached = self._cache.get(key)
             if cached is not None:
                 return cached
+            failure = self._failed_in_batch()
+            if failure is not None:
+                # This call already waited for one failed request: do not wait again.
+                return self._fallback(failure)
             try:
                 if hour >= _hour(time.time()):
                     sample = self._live(self._fetch_latest(), hour)
@@ -288,6 +331,7 @@ class LiveSource(BaseIntensity):
                     sample = self._live(series[hour], hour)
             except Exception as exc:  # noqa: BLE001 - fall back, never raise into training
                 # Cached too: a dead network costs one timeout per zone and hour, not per call.
+                self._note_failure(exc)
                 sample = self._fallback(exc)
             self._cache[key] = sample
             return sample
