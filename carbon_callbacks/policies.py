@@ -102,6 +102,18 @@ def _increments(totals: Sequence[float]) -> list[float]:
     return out
 
 
+def _went_back(records: Sequence[EpochRecord], last_epoch: int | None, last_len: int) -> bool:
+    """True when ``records`` cannot continue the run last seen: a new run has begun.
+
+    A policy reused for a second ``fit()`` or the next Optuna trial sees its epochs start over
+    (the last epoch number goes back) or fewer records than before; state counted for the old
+    run must not carry into the new one.
+    """
+    if len(records) < last_len:
+        return True
+    return bool(records) and last_epoch is not None and records[-1].epoch < last_epoch
+
+
 def theil_sen_slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     """Median of the pairwise slopes: one noisy validation value cannot swing it.
 
@@ -227,8 +239,14 @@ class Forecast:
         self.max_epochs = _count("max_epochs", max_epochs, 1)
         self.warmup = _count("warmup", warmup, 0)
         self.window = None if window is None else _count("window", window, 1)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the last forecast (e.g. before reusing the policy for another run)."""
         self._logged = False
         self._prediction: Prediction | None = None
+        self._last_epoch: int | None = None
+        self._last_len = 0
 
     @property
     def prediction(self) -> Prediction | None:
@@ -282,11 +300,18 @@ class Forecast:
         )
 
     def decide(self, records: Sequence[EpochRecord]) -> Decision:
-        """Update ``prediction`` and log it the first time it rests on a post-warm-up epoch."""
+        """Update ``prediction`` and log it the first time it rests on a post-warm-up epoch.
+
+        Records that start over (a second ``fit()``, the next trial) begin a new forecast."""
+        if _went_back(records, self._last_epoch, self._last_len):
+            self.reset()
+        self._last_len = len(records)
+        self._last_epoch = records[-1].epoch if records else None
         prediction = self.predict(records)
+        # The prediction follows the records: none yet means none, not the previous run's.
+        self._prediction = prediction
         if prediction is None:
             return CONTINUE
-        self._prediction = prediction
         if not self._logged and len(records) > self.warmup:
             self._logged = True
             logger.info("%s", prediction)
@@ -295,11 +320,13 @@ class Forecast:
 
     def state_dict(self) -> dict[str, Any]:
         """Whether the forecast was already logged (so a resumed run does not log it again)."""
-        return {"logged": self._logged}
+        return {"logged": self._logged, "last_epoch": self._last_epoch, "records": self._last_len}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
         self._logged = bool(state.get("logged", False))
+        self._last_epoch = state.get("last_epoch")
+        self._last_len = int(state.get("records", 0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,6 +379,13 @@ class CarbonBudget:
         self.forecast = forecast
         # Our own estimator never logs: max_epochs is unknown here, only the next epoch matters.
         self._estimator = forecast or Forecast(max_epochs=1, warmup=_count("warmup", warmup, 0))
+
+    def reset(self) -> None:
+        """Forget the forecast's state (e.g. before reusing the policy for another run).
+
+        The budget itself keeps no count: it reads the spent totals from the records.
+        """
+        self._estimator.reset()
 
     def decide(self, records: Sequence[EpochRecord]) -> Decision:
         """Stop when the budget is reached or the next epoch is forecast to cross it."""
@@ -412,13 +446,63 @@ class CarbonBudget:
 
 
 # --------------------------------------------------------------------------------------------
-# MarginalGain
+# Metric direction
 
-# Metric names whose direction is clear enough to refuse the other mode at construction.
-_LOWER_IS_BETTER = re.compile(r"(loss|error|err|mse|mae|rmse|perplexity|ppl|wer|cer)$", re.I)
-_HIGHER_IS_BETTER = re.compile(
-    r"(acc|accuracy|f1|auc|auroc|precision|recall|r2|bleu|rouge\w*|map|iou|dice)$", re.I
-)
+# Words that say which way a metric improves. Matched as whole words of the name (split at
+# non-alphanumerics and camelCase), never as substrings: "map" is inside "mape", "acc" inside
+# "accuracy_loss", and a substring rule flips such names.
+_LOWER_IS_BETTER_WORDS = frozenset(
+    {
+        "loss", "error", "err", "mae", "mse", "rmse", "mape", "smape", "msle", "nll",
+        "crossentropy", "perplexity", "ppl", "wer", "cer",
+    }
+)  # fmt: skip
+_HIGHER_IS_BETTER_WORDS = frozenset(
+    {
+        "accuracy", "acc", "f1", "auc", "auroc", "map", "precision", "recall", "iou", "dice",
+        "bleu", "rouge", "rouge1", "rouge2", "rougel", "rougelsum", "r2",
+    }
+)  # fmt: skip
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z][a-z])")
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+def metric_direction(name: str) -> Literal["min", "max"] | None:
+    """Which way a metric improves, read from its name.
+
+    The name is split into words (at ``_``, ``/``, ``.``, ``-``, spaces and camelCase) and the
+    last word with a known direction decides, so ``val_loss`` and ``eval_mape`` are ``"min"``
+    while ``val_acc``, ``eval_f1`` and ``val_map`` are ``"max"``. A name written as one word
+    (``valloss``) is matched on its ending for the unambiguous long words only.
+
+    Args:
+        name: A metric name as logged, e.g. ``"val_accuracy"`` or ``"val/loss"``.
+
+    Returns:
+        ``"min"`` when lower is better (loss, error, mae, mse, rmse, mape, perplexity, wer,
+        cer...), ``"max"`` when higher is better (accuracy, acc, f1, auc, map, precision,
+        recall, iou, bleu, r2...), None when the name does not say.
+    """
+    if not isinstance(name, str):
+        return None
+    words = [w for w in _WORD_SPLIT.split(_CAMEL.sub("_", name).lower()) if w]
+    for word in reversed(words):
+        if word in _LOWER_IS_BETTER_WORDS:
+            return "min"
+        if word in _HIGHER_IS_BETTER_WORDS:
+            return "max"
+    if words:
+        # Short words (acc, err, map, wer, cer...) end too many unrelated words to match inside
+        # one: "answer" is not a word error rate.
+        last = words[-1]
+        for word in sorted(_LOWER_IS_BETTER_WORDS | _HIGHER_IS_BETTER_WORDS, key=len)[::-1]:
+            if len(word) >= 4 and last.endswith(word):
+                return "min" if word in _LOWER_IS_BETTER_WORDS else "max"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# MarginalGain
 
 
 class MarginalGain:
@@ -478,13 +562,13 @@ class MarginalGain:
                 "better (accuracy), 'min' when lower is better (loss)."
             )
         if check_mode:
-            base = monitor.rsplit("/", 1)[-1]
-            if mode == "max" and _LOWER_IS_BETTER.search(base):
+            direction = metric_direction(monitor)
+            if mode == "max" and direction == "min":
                 raise ValueError(
                     f"mode='max' does not fit monitor={monitor!r}, which reads as lower-is-better;"
                     " pass mode='min' (or check_mode=False if higher really is better)."
                 )
-            if mode == "min" and _HIGHER_IS_BETTER.search(base):
+            if mode == "min" and direction == "max":
                 raise ValueError(
                     f"mode='min' does not fit monitor={monitor!r}, which reads as "
                     "higher-is-better; pass mode='max' (or check_mode=False if lower really "
@@ -518,6 +602,7 @@ class MarginalGain:
         self._strikes = 0
         self._shoulder: int | None = None
         self._last_epoch: int | None = None
+        self._last_len = 0
         self.last_gain: float | None = None
 
     @property
@@ -537,7 +622,11 @@ class MarginalGain:
 
     def decide(self, records: Sequence[EpochRecord]) -> Decision:
         """Count a strike when the recent gain per unit is below the threshold; stop on
-        ``patience`` strikes. Calling it again for the same last epoch changes nothing."""
+        ``patience`` strikes. Calling it again for the same last epoch changes nothing; records
+        that start over (a second ``fit()``, the next Optuna trial) start the count afresh."""
+        if _went_back(records, self._last_epoch, self._last_len):
+            self.reset()
+        self._last_len = len(records)
         if not records:
             return CONTINUE
         last = records[-1]
@@ -622,6 +711,7 @@ class MarginalGain:
             "shoulder": self._shoulder,
             "last_epoch": self._last_epoch,
             "last_gain": self.last_gain,
+            "records": self._last_len,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -630,6 +720,7 @@ class MarginalGain:
         self._shoulder = state.get("shoulder")
         self._last_epoch = state.get("last_epoch")
         self.last_gain = state.get("last_gain")
+        self._last_len = int(state.get("records", 0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -665,6 +756,13 @@ class AnyOf:
                     "decide(records) -> Decision method."
                 )
         self.policies = tuple(policies)
+
+    def reset(self) -> None:
+        """Reset every policy that has a ``reset()`` (before reusing them for another run)."""
+        for p in self.policies:
+            reset = getattr(p, "reset", None)
+            if callable(reset):
+                reset()
 
     def decide(self, records: Sequence[EpochRecord]) -> Decision:
         """Ask every policy; stop if any says stop."""
@@ -705,5 +803,6 @@ __all__ = [
     "MarginalGain",
     "Policy",
     "Prediction",
+    "metric_direction",
     "theil_sen_slope",
 ]

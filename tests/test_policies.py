@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -16,6 +17,7 @@ from carbon_callbacks.policies import (
     Forecast,
     MarginalGain,
     Policy,
+    metric_direction,
     theil_sen_slope,
 )
 from carbon_callbacks.records import EpochRecord
@@ -186,6 +188,100 @@ def test_marginal_gain_state_survives_resume_and_repeat_calls():
     assert resumed.decide(records[:15]).stop
     fresh = MarginalGain("val_accuracy", min_gain_per_kg=0.1, window=3, patience=3)
     assert not fresh.decide(records[:15]).stop
+
+
+# Run 1 ends on a single strike (flat from epoch 5, first low fit at epoch 7). Run 2 has one
+# flat stretch (strike at epoch 4) and then climbs again: on its own it never stops.
+RUN1_ACC = [0.05 * min(e, 5) for e in range(8)]
+RUN2_ACC = [0.0, 0.1, 0.1, 0.1, 0.1] + [0.4 + 0.05 * k for k in range(10)]
+
+
+def test_reused_marginal_gain_starts_a_second_run_without_the_first_runs_strikes():
+    policy = MarginalGain("val_accuracy", min_gain_per_kg=0.1, window=3, patience=2)
+    first, decision = run_until_stop(policy, [100.0] * 8, [{"val_accuracy": a} for a in RUN1_ACC])
+    assert not decision.stop and policy.shoulder_epoch is not None  # one strike left over
+    seen, decision = run_until_stop(
+        policy, [100.0] * len(RUN2_ACC), [{"val_accuracy": a} for a in RUN2_ACC]
+    )
+    fresh = MarginalGain("val_accuracy", min_gain_per_kg=0.1, window=3, patience=2)
+    _, alone = run_until_stop(
+        fresh, [100.0] * len(RUN2_ACC), [{"val_accuracy": a} for a in RUN2_ACC]
+    )
+    assert not alone.stop
+    assert not decision.stop, decision.reason
+    assert seen[-1].epoch == len(RUN2_ACC) - 1
+
+
+def test_reused_marginal_gain_resets_when_a_later_run_has_fewer_records():
+    # The next run's epochs are numbered on (fit(initial_epoch=20)), but it has fewer records.
+    policy = MarginalGain("val_accuracy", min_gain_per_kg=0.1, window=3, patience=2)
+    run_until_stop(policy, [100.0] * 8, [{"val_accuracy": a} for a in RUN1_ACC])
+    assert policy.shoulder_epoch is not None
+    later = [
+        dataclasses.replace(r, epoch=r.epoch + 20)
+        for r in make_records([100.0] * len(RUN2_ACC), [{"val_accuracy": a} for a in RUN2_ACC])
+    ]
+    decisions = [policy.decide(later[:n]) for n in range(1, len(later) + 1)]
+    assert not any(d.stop for d in decisions), [d.reason for d in decisions if d.stop]
+
+
+def test_reused_budget_forecast_does_not_use_the_previous_runs_prediction(caplog):
+    forecast = Forecast(max_epochs=5)
+    policy = CarbonBudget(max_co2_g=300.0, forecast=forecast)
+    seen, decision = run_until_stop(policy, [10.0, 200.0, 200.0])
+    assert decision.stop and seen[-1].epoch == 1  # 210 g spent, next epoch up to 240 g
+    with caplog.at_level(logging.INFO, logger="carbon_callbacks.policies"):
+        # Run 2 spends 100 g in its warm-up epoch: nothing forecasts the next one yet, so the
+        # 240 g of run 1's forecast must not stop it.
+        first = policy.decide(make_records([100.0]))
+        assert not first.stop, first.reason
+        assert forecast.prediction is None
+        seen, decision = run_until_stop(policy, [100.0, 10.0, 10.0, 10.0, 10.0])
+    assert not decision.stop and seen[-1].epoch == 4
+    logged = [r.getMessage() for r in caplog.records if "forecast for 5 epochs" in r.getMessage()]
+    assert len(logged) == 1  # each run logs its own forecast once
+
+
+def test_reset_clears_every_stateful_policy_and_any_of_resets_its_children():
+    acc = [0.05 * min(e, 10) for e in range(14)]
+    records = make_records([100.0] * 14, [{"val_accuracy": a} for a in acc])
+    gain = MarginalGain("val_accuracy", min_gain_per_kg=0.1, window=3, patience=5)
+    forecast = Forecast(max_epochs=20)
+    policy = AnyOf(StopAtGrams(1e9), gain, CarbonBudget(max_co2_g=1e9, forecast=forecast))
+    for n in range(1, 15):
+        policy.decide(records[:n])
+    assert gain.state_dict()["strikes"] == 2 and forecast.state_dict()["logged"]
+    policy.reset()
+    assert gain.state_dict() == MarginalGain("val_accuracy", min_gain_per_kg=0.1).state_dict()
+    assert forecast.prediction is None and not forecast.state_dict()["logged"]
+
+
+@pytest.mark.parametrize(
+    ("name", "direction"),
+    [
+        ("val_mape", "min"),
+        ("val_map", "max"),
+        ("val_loss", "min"),
+        ("val_acc", "max"),
+        ("eval_f1", "max"),
+        ("val/accuracy", "max"),
+        ("valLoss", "min"),
+        ("mAP", "max"),
+        ("val_rmse", "min"),
+        ("mean_absolute_percentage_error", "min"),
+        ("f1_score", "max"),
+        ("val_answer", None),
+        ("lr", None),
+    ],
+)
+def test_metric_direction_reads_whole_words_of_the_name(name, direction):
+    assert metric_direction(name) == direction
+
+
+def test_mode_check_accepts_min_for_mape_and_refuses_max():
+    assert MarginalGain("val_mape", mode="min", min_gain_per_kg=0.1).mode == "min"
+    with pytest.raises(ValueError, match="pass mode='min'"):
+        MarginalGain("val_mape", mode="max", min_gain_per_kg=0.1)
 
 
 @pytest.mark.parametrize(
