@@ -466,3 +466,29 @@ def test_a_failing_provider_costs_one_request_per_emissions_call(grid):
     emissions(window(now - 60, 60, 0.01), source)
     assert len(grid.requests) == 2
 
+
+@pytest.mark.parametrize(
+    ("code", "zone"),
+    [("FRA", "FR"), ("fr", "FR"), ("France", "FR"), ("UK", "GB"), ("GBR", "GB"),
+     ("US-CAL-CISO", "US-CAL-CISO"), ("DK-DK1", "DK-DK1"), ("electricitymaps:DEU", "DE")],
+)
+def test_countries_are_sent_to_electricity_maps_as_alpha2(grid, monkeypatch, code, zone):
+    monkeypatch.setenv("CARBON_CALLBACKS_ELECTRICITYMAPS_TOKEN", TOKEN)
+    monkeypatch.setenv("CARBON_CALLBACKS_ELECTRICITYMAPS_URL", f"{grid.url}/v3")
+    g, provenance = resolve(code).intensity_at(time.time() - 10, time.time())
+    assert grid.requests == [f"/v3/carbon-intensity/latest?zone={zone}"]
+    assert g == grid.latest and f"Electricity Maps {zone} hourly" in provenance
+
+
+def test_aggregates_use_the_embedded_table_not_electricity_maps(grid, monkeypatch, caplog):
+    monkeypatch.setenv("CARBON_CALLBACKS_ELECTRICITYMAPS_TOKEN", TOKEN)
+    monkeypatch.setenv("CARBON_CALLBACKS_ELECTRICITYMAPS_URL", f"{grid.url}/v3")
+    with caplog.at_level(logging.WARNING):
+        for code in ("WORLD", "EU", "europe"):
+            g, provenance = resolve(code).intensity_at(time.time() - 10, time.time())
+            assert g == pytest.approx(lookup_country(code).g_per_kwh)
+            assert "Ember" in provenance
+    assert grid.requests == []
+    assert "no aggregate zones" in caplog.text and TOKEN not in caplog.text
+    with pytest.raises(ValueError, match="aggregate"):
+        resolve("electricitymaps:WORLD")

@@ -351,14 +351,17 @@ class ElectricityMaps(LiveSource):
     for finished hours, with the token in the ``auth-token`` header.
 
     Args:
-        zone: Electricity Maps zone, e.g. ``"DE"``, ``"FR"``, ``"US-CAL-CISO"``.
+        zone: Electricity Maps zone, e.g. ``"DE"``, ``"FR"``, ``"US-CAL-CISO"``. A country
+            given another way (``"FRA"``, ``"France"``, ``"UK"``) is sent as its ISO alpha-2
+            code, the only country form the API knows.
         token: API token; default ``$CARBON_CALLBACKS_ELECTRICITYMAPS_TOKEN``.
         base_url: API root; default ``$CARBON_CALLBACKS_ELECTRICITYMAPS_URL`` or the public API.
         timeout: Deadline per request in seconds, DNS included (default 2).
         fallback: Embedded row used on failure; default the zone's country (or the world).
 
     Raises:
-        ValueError: No token given and the environment variable is unset, or empty zone.
+        ValueError: No token given and the environment variable is unset, an empty zone, or
+            an aggregate such as ``"WORLD"`` (Electricity Maps has none).
 
     Example::
 
@@ -377,9 +380,7 @@ class ElectricityMaps(LiveSource):
         timeout: float = DEFAULT_TIMEOUT,
         fallback: ZoneIntensity | None = None,
     ) -> None:
-        zone = str(zone).strip()
-        if not zone:
-            raise ValueError("zone must name an Electricity Maps zone such as 'DE' or 'FR'")
+        zone = electricity_maps_zone(str(zone))
         token = token if token is not None else os.environ.get(TOKEN_ENV, "")
         if not token:
             raise ValueError(
@@ -508,6 +509,38 @@ class UKCarbonIntensity(LiveSource):
 
     def __repr__(self) -> str:
         return f"UKCarbonIntensity(postcode={self.postcode!r}, base_url={self.base_url!r})"
+
+
+def electricity_maps_zone(code: str) -> str:
+    """The zone name Electricity Maps expects for what a user typed.
+
+    Electricity Maps names countries by ISO alpha-2 (``"FR"``, ``"GB"``) and grid areas by
+    sub-zones (``"US-CAL-CISO"``, ``"DK-DK1"``); an alpha-3 code or ``"UK"`` would cost a
+    failed request every hour.
+
+    Args:
+        code: A country (alpha-2, alpha-3, ``"UK"`` or its name) or an Electricity Maps zone.
+
+    Returns:
+        The alpha-2 code for a country in the embedded table, else the code in upper case.
+
+    Raises:
+        ValueError: Empty, or an aggregate (``"WORLD"``, ``"EU"``, continents).
+    """
+    key = code.strip().upper()
+    if not key:
+        raise ValueError("zone must name an Electricity Maps zone such as 'DE' or 'FR'")
+    try:
+        row = tables.lookup_country(key)
+    except ValueError:
+        return key  # a sub-zone, or a zone the embedded table does not list
+    if row.kind == "aggregate":
+        raise ValueError(
+            f"zone={code.strip()!r} is an aggregate and Electricity Maps has no aggregate zones: "
+            f"use intensity={row.code!r} for the embedded yearly average, or a country or zone "
+            "such as 'DE' or 'US-CAL-CISO'"
+        )
+    return tables.country_alpha2(row.code) or key
 
 
 def country_fallback(zone: str) -> ZoneIntensity:

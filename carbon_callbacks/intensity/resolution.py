@@ -15,6 +15,8 @@ Environment variables:
     ``provider:region``, e.g. ``gcp:europe-west1``, ``aws:eu-west-3``, ``azure:westeurope``.
 ``CARBON_CALLBACKS_ZONE``
     A country (ISO 3166 alpha-2/alpha-3), aggregate (``WORLD``, ``EU``) or Electricity Maps zone.
+    Electricity Maps is asked for countries by alpha-2 (``FRA`` -> ``FR``, ``UK`` -> ``GB``);
+    aggregates, which it does not have, always use the embedded table (with one warning).
 ``CARBON_CALLBACKS_ELECTRICITYMAPS_TOKEN``
     Enables Electricity Maps for the zone named by the argument or ``CARBON_CALLBACKS_ZONE``.
 ``CARBON_CALLBACKS_ELECTRICITYMAPS_URL``
@@ -90,9 +92,23 @@ def _place(code: str, origin: str) -> IntensitySource:
     """A country or zone: live if a provider is configured, else the embedded table."""
     provider = _provider()
     if provider == "electricitymaps":
+        row = _zone_or_country(code, origin)
+        if row.kind == "aggregate":
+            # Electricity Maps has no WORLD, EU or continent zones: asking would fail every hour.
+            _warn_once(
+                f"em-aggregate-{row.code}",
+                "Electricity Maps has no aggregate zones; %s=%r uses the embedded yearly "
+                "average %.4g gCO2e/kWh (%s)",
+                origin,
+                code,
+                row.g_per_kwh,
+                row.provenance,
+            )
+            return ZoneSource(row)
         from carbon_callbacks.intensity import live  # loaded only when a provider is configured
 
-        return live.ElectricityMaps(code.strip().upper(), fallback=_zone_or_country(code, origin))
+        # The constructor turns "FRA", "France" or "UK" into the alpha-2 code the API knows.
+        return live.ElectricityMaps(code, fallback=row)
     if provider == "uk-carbon-intensity":
         if code.strip().upper() in _UK_CODES:
             from carbon_callbacks.intensity import live
@@ -149,7 +165,7 @@ def _from_string(text: str, origin: str) -> IntensitySource:
     if sep and head in ("electricitymaps", "em"):
         from carbon_callbacks.intensity import live
 
-        return live.ElectricityMaps(rest.strip().upper(), fallback=_zone_or_country(rest, origin))
+        return live.ElectricityMaps(rest, fallback=_zone_or_country(rest, origin))
     if head in ("uk-carbon-intensity", "ukci"):
         from carbon_callbacks.intensity import live
 

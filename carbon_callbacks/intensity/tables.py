@@ -191,6 +191,21 @@ def lookup_country(code: str) -> ZoneIntensity:
     )
 
 
+def country_alpha2(code: str) -> str:
+    """The ISO 3166 alpha-2 code of a country row's alpha-3 code (``"FRA"`` -> ``"FR"``).
+
+    Args:
+        code: A country's alpha-3 code, as in ``ZoneIntensity.code``.
+
+    Returns:
+        The alpha-2 code, or ``""`` for an aggregate or a code not in the table.
+    """
+    _, alpha2 = _countries()
+    key = code.strip().upper()
+    # "UK" maps to GBR too, as an alias: the ISO code is the one that comes first, "GB".
+    return next((a2 for a2, a3 in alpha2.items() if a3 == key and a2 != "UK"), "")
+
+
 def normalize_cloud(provider: str, region: str) -> str:
     """``("Azure", "West Europe")`` -> ``"azure:westeurope"``."""
     provider = provider.strip().lower()
