@@ -263,6 +263,50 @@ def _sqlalchemy_url(location: str) -> str:
     return location
 
 
+def _check_url(url: str, label: str) -> None:
+    """Refuse, at construction, a database URL that could never be written.
+
+    Only the URL and the installed packages are looked at (no connection): a server that is
+    down is a run-time matter and spools, but a misspelt dialect or a missing driver would
+    spool forever with a message promising it will be written later.
+
+    Raises:
+        ValueError: naming the location argument, ``$CARBON_CALLBACKS_LEDGER``, and the fix.
+    """
+    where = f"ledger location {label!r} (the location argument or ${ENV_LEDGER})"
+    try:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    except ImportError:
+        raise ValueError(
+            f"{where} is a database URL, which needs SQLAlchemy: "
+            "pip install 'carbon-callbacks[ledger]', or give a SQLite file path"
+        ) from None
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ValueError(
+            f"{where} is not a database URL ({exc}); use e.g. "
+            "'postgresql://user:password@host:5432/db' or a SQLite file path"
+        ) from None
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(
+            f"{where}: unknown database kind {parsed.drivername!r}; use e.g. "
+            "'postgresql://user:password@host:5432/db' or a SQLite file path"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or str(exc)
+        raise ValueError(
+            f"{where}: the {parsed.drivername!r} driver needs the Python package {missing!r}, "
+            "which is not installed; install it, or name an installed driver in the URL "
+            "(e.g. 'postgresql+psycopg://', 'mysql+pymysql://')"
+        ) from None
+
+
 def _redact(url: str) -> str:
     """The URL without its password, for messages."""
     if "@" not in url or "://" not in url:
@@ -725,7 +769,8 @@ class Ledger:
             spool takes the records meanwhile, so a dead server does not slow every epoch).
 
     Raises:
-        ValueError: for a malformed location.
+        ValueError: for a malformed location, an unknown database kind or a missing driver
+            (checked without connecting; a server that is down only makes writes spool).
 
     Example::
 
@@ -761,6 +806,7 @@ class Ledger:
                 # The ledger's folder is read-only: keep the spool where this user can write.
                 default_spool = default_data_dir() / f"spool-{_digest(str(path))}.jsonl"
         else:
+            _check_url(_sqlalchemy_url(location), _redact(location))
             self._store = _SqlAlchemyStore(_sqlalchemy_url(location), timeout)
             default_spool = default_data_dir() / f"spool-{_digest(location)}.jsonl"
         self.spool_path = Path(spool) if spool is not None else default_spool

@@ -162,6 +162,30 @@ def test_bad_arguments_fail_at_construction(tmp_path: Path) -> None:
         Ledger(tmp_path / "l.sqlite").add_epoch("r", {"epoch": 1})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresq://u:pw@db.example/ledger", "unknown database kind 'postgresq'"),
+        ("mysql://u:pw@db.example/ledger", "'MySQLdb', which is not installed"),
+        ("postgresql+psycopg://u@db.example:notaport/ledger", "not a database URL"),
+    ],
+)
+def test_database_url_that_can_never_work_fails_at_construction(url: str, says: str) -> None:
+    pytest.importorskip("sqlalchemy")
+    with pytest.raises(ValueError, match="CARBON_CALLBACKS_LEDGER") as info:
+        Ledger.open(url)
+    assert says in str(info.value)
+    assert ":pw@" not in str(info.value)  # the password never reaches a message
+
+
+def test_unreachable_server_is_accepted_at_construction(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    # A well-formed URL with an installed driver is fine even if nothing answers (it spools).
+    ledger = Ledger.open("postgresql://u@127.0.0.1:9/none", spool=tmp_path / "s.jsonl", timeout=1)
+    ledger.start_run({})
+    assert ledger.spooled() == 1
+
+
 def test_ledger_report_and_cli_import_no_heavy_packages() -> None:
     import subprocess
     import sys
