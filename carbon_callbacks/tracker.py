@@ -379,6 +379,7 @@ class EpochTracker:
             self._records, self._eval_kwh = [], []
             self._energy_total = self._co2_total = self._local_energy_total = 0.0
             self._resumed_from = ""
+            self._reset_policy()
         self._restored = False
         self._reset_fit()
         self._active = True
@@ -386,6 +387,18 @@ class EpochTracker:
         self._start_meter()
         if primary:
             self._start_ledger(metadata)
+
+    def _reset_policy(self) -> None:
+        """Clear the policy's counts from an earlier run (a second fit(), the next trial).
+
+        A resumed run skips this: its policy state came from the checkpoint.
+        """
+        reset = getattr(self.policy, "reset", None)
+        if callable(reset):
+            try:
+                reset()
+            except Exception as exc:  # noqa: BLE001 - a user policy must not fail training
+                self._warn("policy-reset", "stopping policy reset failed (%s)", exc)
 
     def _start_meter(self) -> None:
         try:

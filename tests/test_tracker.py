@@ -9,7 +9,7 @@ import time
 import pytest
 
 from carbon_callbacks.ledger import Ledger
-from carbon_callbacks.policies import CONTINUE, Decision
+from carbon_callbacks.policies import CONTINUE, Decision, MarginalGain
 from carbon_callbacks.records import JOULES_PER_KWH, ComponentEnergy, Reading, Window
 from carbon_callbacks.tracker import LOG_KEYS, EpochTracker
 
@@ -176,6 +176,87 @@ class StopAtEpoch:
         if records[-1].epoch >= self.epoch:
             return Decision(True, f"epoch {records[-1].epoch} reached")
         return CONTINUE
+
+
+class StopAfterEpochsSeen:
+    """A user policy that counts epochs itself (no look at the records) and can be reset."""
+
+    def __init__(self, epochs):
+        self.epochs = epochs
+        self.seen = 0
+
+    def reset(self):
+        self.seen = 0
+
+    def decide(self, records):
+        self.seen += 1
+        if self.seen >= self.epochs:
+            return Decision(True, f"{self.seen} epochs seen")
+        return CONTINUE
+
+    def state_dict(self):
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state):
+        self.seen = state["seen"]
+
+
+def fit(tracker, epochs, metrics=lambda e: {}):
+    """Run one fit() through the tracker as an adapter does; return the epochs trained."""
+    tracker.fit_start()
+    trained = []
+    for epoch in range(epochs):
+        tracker.epoch_start(epoch)
+        tracker.epoch_end(epoch, metrics(epoch))
+        trained.append(epoch)
+        if tracker.decide().stop:
+            break
+    tracker.fit_end()
+    return trained
+
+
+def test_a_second_fit_resets_the_policy_and_a_resumed_fit_keeps_its_state():
+    policy = StopAfterEpochsSeen(3)
+    tracker = make(ScriptedMeter([J(100)] * 20), policy=policy)
+    assert fit(tracker, 2) == [0, 1]  # not stopped: 2 of 3 epochs seen
+    assert fit(tracker, 5) == [0, 1, 2]  # a new run counts from 0 again
+
+    first = make(ScriptedMeter([J(100)] * 20), policy=StopAfterEpochsSeen(3))
+    fit(first, 2)
+    state = json.loads(json.dumps(first.state_dict()))
+    policy = StopAfterEpochsSeen(3)
+    resumed = make(ScriptedMeter([J(100)] * 20), policy=policy)
+    resumed.load_state_dict(state)
+    resumed.fit_start()
+    resumed.epoch_end(2)
+    assert resumed.decide().stop  # the third epoch seen in all, counted across the resume
+
+
+def test_a_marginal_gain_reused_across_fits_keeps_strikes_only_when_resumed():
+    # Run 1 climbs to epoch 5 and is flat after: its first low fit (one strike) is epoch 7.
+    # Run 2 is flat over epochs 1-4 (one strike at epoch 4), then climbs: alone it never stops.
+    def run1(epoch):
+        return {"val_accuracy": 0.05 * min(epoch, 5)}
+
+    def run2(epoch):
+        return {"val_accuracy": 0.1 if 1 <= epoch <= 4 else 0.2 + 0.05 * epoch}
+
+    def gain():
+        # Each epoch costs 0.1 g, so the climb of 0.05 per epoch is 500 per kg.
+        return MarginalGain("val_accuracy", min_gain_per_kg=100.0, window=3, patience=2)
+
+    tracker = make(ScriptedMeter([J(900)] * 40), policy=gain())
+    assert fit(tracker, 8, run1) == list(range(8))  # ends on one strike
+    saved = json.loads(json.dumps(tracker.state_dict()))
+    assert fit(tracker, 10, run2) == list(range(10))
+
+    # Resumed from run 1's checkpoint, its strike counts: the next flat epoch stops it.
+    resumed = make(ScriptedMeter([J(900)] * 40), policy=gain())
+    resumed.load_state_dict(saved)
+    resumed.fit_start()
+    resumed.epoch_end(8, run1(8))
+    decision = resumed.decide()
+    assert decision.stop and "stopping at epoch 8" in decision.reason
 
 
 def test_policy_decision_stops_and_the_ledger_records_it(tmp_path):
