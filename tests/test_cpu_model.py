@@ -156,3 +156,19 @@ def test_process_tree_leaves_out_another_ddp_rank_started_as_its_child(monkeypat
     used = tree.cpu_seconds() - before
     # Our worker's 0.4 s is in; the other rank's 0.8 s (reaped into our children times) is out.
     assert 0.35 <= used < 0.4 + 0.3
+
+
+def test_process_tree_built_before_the_ddp_launch_reads_its_rank_at_open(monkeypatch):
+    # A meter is built before trainer.fit(); Lightning's launcher sets LOCAL_RANK=0 in rank 0
+    # only at fit(), then starts rank 1 as its child. The rank must be read at open().
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    tree = ProcessTree()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    other_rank = _burn(0.3, local_rank="1")
+    try:
+        time.sleep(0.1)
+        tree.open()
+        assert other_rank.pid not in tree._procs
+        assert other_rank.pid in tree._foreign
+    finally:
+        other_rank.wait()

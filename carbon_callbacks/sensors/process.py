@@ -54,10 +54,11 @@ class ProcessTree:
     most one interval of its time can remain).
 
     Args:
-        pid: the root process; default this process.
+        pid: the root process; default this process, as of each ``open()``.
     """
 
     def __init__(self, pid: int | None = None) -> None:
+        self._own = pid is None
         self.pid = os.getpid() if pid is None else pid
         self._root = psutil.Process(self.pid)
         self._procs: dict[int, psutil.Process] = {}
@@ -78,6 +79,13 @@ class ProcessTree:
 
     def open(self) -> None:
         """Take the baseline of every process now in the tree."""
+        if self._own:
+            # A meter is often built before the DDP launch: the launcher sets LOCAL_RANK in
+            # rank 0 only then, and a forked process has another pid. Read both now.
+            self._rank = os.environ.get(RANK_VARIABLE)
+            if self.pid != os.getpid():
+                self.pid = os.getpid()
+                self._root = psutil.Process(self.pid)
         self._opened_wall = time.time()
         self._procs = {self.pid: self._root}
         self._base = {self.pid: self._contribution(self._root)}
