@@ -27,6 +27,7 @@ DEFAULT_INTERVAL = 1.0
 """Seconds between the thread's reads. Polled GPU power asks for 10 Hz on its own."""
 
 _MAX_MARKS = 10_000
+_METER_IDS = itertools.count(1)  # never reused, unlike id(): a Reading names its meter by it
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -118,6 +119,10 @@ class EnergyMeter:
                 interval=self.interval,
             )
         self._lock = threading.RLock()
+        # Held by start() and stop() for their whole length, so a start() cannot open the
+        # sensors while a stop() joining the thread (outside _lock) is about to close them.
+        self._cycle = threading.RLock()
+        self._id = next(_METER_IDS)
         self._seq = itertools.count()
         self._run = 0
         self._running = False
@@ -165,7 +170,7 @@ class EnergyMeter:
         Returns:
             The meter, ready for ``mark()``. Calling it on a running meter does nothing.
         """
-        with self._lock:
+        with self._cycle, self._lock:
             if self._running:
                 return self
             self._run += 1
@@ -175,12 +180,14 @@ class EnergyMeter:
             self._running = True
             self._start_reading = self._mark_locked()
             self._stop_event = threading.Event()
-            if any(c.poll_interval for c in self._chains if not c.absent):
-                self._thread = threading.Thread(
-                    target=self._loop, args=(self._stop_event, self._run),
-                    name=f"carbon-callbacks-meter-{id(self):x}-{self._run}", daemon=True,
-                )
-                self._thread.start()
+            # Started even when nothing polls now: a source can switch to polling mid-run
+            # (an NVML energy counter failing over to polled power). Idle, it wakes once per
+            # interval and does nothing.
+            self._thread = threading.Thread(
+                target=self._loop, args=(self._stop_event, self._run),
+                name=f"carbon-callbacks-meter-{id(self):x}-{self._run}", daemon=True,
+            )
+            self._thread.start()
         return self
 
     def stop(self) -> Window | None:
@@ -189,22 +196,25 @@ class EnergyMeter:
         Returns:
             The whole span since ``start()``, or None when the meter was not running.
         """
-        with self._lock:
-            if not self._running:
-                return None
-            end = self._mark_locked()
-            start = self._start_reading
-            self._running = False
-            self._stop_event.set()
-            thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-        with self._lock:
-            for c in self._chains:
-                c.close()
-            window = self.window(start, end) if start is not None else None
-            self.last_window = window
-            return window
+        with self._cycle:
+            with self._lock:
+                if not self._running:
+                    return None
+                end = self._mark_locked()
+                start = self._start_reading
+                self._running = False
+                self._stop_event.set()
+                thread, self._thread = self._thread, None
+            # Joined outside _lock (the thread takes it), but inside _cycle: no start() can
+            # open the sensors before they are closed below.
+            if thread is not None and thread is not threading.current_thread():
+                thread.join()
+            with self._lock:
+                for c in self._chains:
+                    c.close()
+                window = self.window(start, end) if start is not None else None
+                self.last_window = window
+                return window
 
     def __enter__(self) -> EnergyMeter:
         return self.start()
@@ -267,7 +277,7 @@ class EnergyMeter:
             del self._marks[oldest]
         return Reading(
             monotonic=now, wall=wall, joules={k: v.joules for k, v in totals.items()},
-            methods={k: v.method for k, v in totals.items()}, seq=seq,
+            methods={k: v.method for k, v in totals.items()}, seq=seq, meter=self._id,
         )
 
     def window(self, a: Reading, b: Reading) -> Window:
@@ -287,7 +297,9 @@ class EnergyMeter:
         if b.monotonic < a.monotonic:
             raise ValueError("window: b is earlier than a; pass window(earlier, later)")
         with self._lock:
-            da, db = self._marks.get(a.seq), self._marks.get(b.seq)
+            # Details only for readings this meter took (seq numbers are per meter).
+            da = self._marks.get(a.seq) if a.meter == self._id else None
+            db = self._marks.get(b.seq) if b.meter == self._id else None
             chains = list(self._chains)
         if da is not None and db is not None and da.run != db.run:
             raise ValueError(
@@ -300,13 +312,17 @@ class EnergyMeter:
             method = b.methods.get(name, "unavailable")
             tb = db.totals.get(name) if db else None
             ta = da.totals.get(name) if da else None
-            if tb is not None:
+            if da is not None and tb is not None:
+                # Both ends known (no ta: the component began after a, so from 0).
                 low_a = ta.low if ta else 0.0
                 high_a = ta.high if ta else 0.0
                 low = min(j, max(0.0, tb.low - low_a))
                 high = max(j, tb.high - high_a)
                 reason, devices = tb.reason, tb.devices
-            else:  # a reading from elsewhere: fall back to the method's relative band
+            else:
+                # An end whose detail was evicted or that another meter took: subtracting a
+                # zero baseline would make the range span the whole run, so the method's
+                # relative band is used instead.
                 low, high = _relative_range(j, method)
                 reason, devices = "", ()
             if db is not None and da is not None:
@@ -322,19 +338,30 @@ class EnergyMeter:
 
     def _loop(self, stop_event: threading.Event, run: int) -> None:
         due: dict[int, float] = {}
+        failed = False
         while True:
             now = monotonic()
+            wait = self.interval
             with self._lock:
                 if not self._running or self._run != run:
                     return
-                wait = self.interval
                 for i, c in enumerate(self._chains):
                     period = c.poll_interval
                     if c.absent or not period:
                         continue
                     d = due.setdefault(i, now + period)
                     if now >= d:
-                        c.sample(now)
+                        try:
+                            c.sample(now)
+                        except Exception:
+                            # Chains degrade their own sensors' failures, so this is a bug
+                            # outside them. The thread must live on for the other chains
+                            # (counters would wrap unseen): one warning a run.
+                            if not failed:
+                                failed = True
+                                logger.warning("energy meter sampler: unexpected error from "
+                                               "%s; sampling goes on", c.component,
+                                               exc_info=True)
                         # Catch up without bursts when the thread was starved.
                         d = max(d + period, now + period * 0.5)
                         due[i] = d

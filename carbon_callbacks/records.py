@@ -64,6 +64,8 @@ class Reading:
     joules: Mapping[str, float]
     methods: Mapping[str, str] = field(default_factory=dict)
     seq: int = 0
+    meter: int = 0
+    """Which meter took it (0: unknown), so a meter never reads another's detail for it."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from carbon_callbacks import EnergyMeter
-from carbon_callbacks.sensors.base import Sensor, SensorError, Totals
+from carbon_callbacks.sensors.base import FallbackChain, Sensor, SensorError, Totals
 
 
 class ClockSensor(Sensor):
@@ -27,10 +27,12 @@ class ClockSensor(Sensor):
         self.samples = 0
         self.opened = 0
         self.closed = 0
+        self.is_open = False
 
     def open(self, now: float) -> None:
         self.t0 = now
         self.opened += 1
+        self.is_open = True
 
     def sample(self, now: float) -> None:
         self.samples += 1
@@ -41,6 +43,7 @@ class ClockSensor(Sensor):
 
     def close(self) -> None:
         self.closed += 1
+        self.is_open = False
 
 
 class FailingSensor(ClockSensor):
@@ -219,7 +222,6 @@ def test_midrun_failure_degrades_once_and_is_noted_in_that_window(caplog):
     # start() and a read it, then it fails at b
     primary = FailingSensor(good=2, watts=10.0, message="energy_uj vanished")
     fallback = ModelSensor("cpu", watts=10.0)
-    from carbon_callbacks.sensors.base import FallbackChain
 
     m = EnergyMeter(sensors=[FallbackChain([primary, fallback])])
     with caplog.at_level(logging.WARNING):
@@ -270,3 +272,147 @@ def test_several_sensors_for_one_component_add_up_with_the_worst_method():
     assert gpu.joules == pytest.approx(150.0 * w.seconds, rel=1e-6)
     assert gpu.method == "model"
     assert gpu.low == pytest.approx(100.0 * w.seconds * 0.95 + 50.0 * w.seconds * 0.5, rel=1e-6)
+
+
+# ---- regressions: exceptions, stop/start race, window ranges, late polling ----------------
+
+
+class RaisingSensor(ClockSensor):
+    """Fails in the ways a broken driver does: at totals, sample, last_good and close."""
+
+    def __init__(self, *, at_totals: BaseException | None = None, after: int = 0,
+                 at_sample: BaseException | None = None, at_close: BaseException | None = None,
+                 at_last_good: BaseException | None = None, **kw) -> None:
+        super().__init__(**kw)
+        self.at_totals, self.after, self.reads = at_totals, after, 0
+        self.at_sample, self.at_close, self.at_last_good = at_sample, at_close, at_last_good
+
+    def totals(self, now: float) -> Totals:
+        self.reads += 1
+        if self.at_totals is not None and self.reads > self.after:
+            raise self.at_totals
+        return super().totals(now)
+
+    def sample(self, now: float) -> None:
+        super().sample(now)
+        if self.at_sample is not None:
+            raise self.at_sample
+
+    def last_good(self) -> Totals | None:
+        if self.at_last_good is not None:
+            raise self.at_last_good
+        return None
+
+    def close(self) -> None:
+        super().close()
+        if self.at_close is not None:
+            raise self.at_close
+
+
+def test_second_sensor_failing_at_once_does_not_make_start_raise():
+    first = RaisingSensor(at_totals=SensorError("first gone, regression"))
+    second = RaisingSensor(at_totals=RuntimeError("bug in the second, regression"))
+    m = EnergyMeter(sensors=[FallbackChain([first, second])])
+    m.start()  # both fail at the baseline read
+    assert m.running
+    r = m.mark()
+    w = m.stop()
+    assert r.methods["cpu"] == "unavailable"
+    assert w is not None and "bug in the second" in w.components["cpu"].reason
+
+
+def test_failed_sensor_whose_close_and_last_good_raise_still_degrades():
+    broken = RaisingSensor(at_totals=SensorError("late fail, regression close"), after=1,
+                           at_close=OSError("close fails"),
+                           at_last_good=OSError("last_good fails"))
+    fallback = ModelSensor("cpu", watts=10.0)
+    m = EnergyMeter(sensors=[FallbackChain([broken, fallback])]).start()
+    a = m.mark()  # fails here; close and last_good raise too
+    m.stop()
+    assert a.methods["cpu"] == "model"
+    assert broken.closed >= 1
+
+
+def test_sampler_thread_survives_an_error_outside_the_sensors(caplog):
+    class BrokenChain(FallbackChain):
+        def sample(self, now: float) -> None:
+            raise RuntimeError("chain bug, regression")
+
+    broken = BrokenChain([ClockSensor("gpu", poll_interval=0.01)])
+    polled = ClockSensor("cpu", poll_interval=0.01)
+    m = EnergyMeter(sensors=[broken, polled])
+    with caplog.at_level(logging.WARNING):
+        m.start()
+        time.sleep(0.3)
+        alive = [t.is_alive() for t in meter_threads()]
+        m.stop()
+    assert alive == [True]
+    assert polled.samples >= 5  # the other chain keeps being sampled
+    assert len([r for r in caplog.records if "chain bug" in str(r.exc_info)]) == 1
+
+
+def test_start_during_stop_waits_and_does_not_have_its_sensors_closed():
+    s = ClockSensor(poll_interval=0.01)
+    m = EnergyMeter(sensors=[s]).start()
+    thread = m._thread
+    in_join = threading.Event()
+    original_join = thread.join
+
+    def slow_join(timeout: float | None = None) -> None:
+        in_join.set()  # stop() has let go of the lock and is joining the thread
+        time.sleep(0.2)
+        original_join(timeout)
+
+    thread.join = slow_join
+    stopper = threading.Thread(target=m.stop)
+    stopper.start()
+    assert in_join.wait(5)
+    m.start()  # in the gap between the join and the closing of the sensors
+    stopper.join()
+    assert m.running
+    assert s.is_open  # the old stop() closed its sensors before the new start() opened them
+    assert (s.opened, s.closed) == (2, 1)
+    m.stop()
+    assert s.closed == 2
+
+
+def test_window_with_an_evicted_start_mark_uses_the_relative_range(monkeypatch):
+    import carbon_callbacks.meter as meter_module
+
+    monkeypatch.setattr(meter_module, "_MAX_MARKS", 5)
+    m = EnergyMeter(sensors=[ClockSensor(watts=10.0, rel=0.05)]).start()
+    time.sleep(0.2)
+    a = m.mark()
+    for _ in range(10):  # a's detail is evicted
+        m.mark()
+    time.sleep(0.02)
+    b = m.mark()
+    m.stop()
+    c = m.window(a, b).components["cpu"]
+    # Not the range since start() (high near 2 J) nor a collapsed low (low == j).
+    assert c.low < c.joules < c.high <= c.joules * 1.5
+
+
+def test_window_of_another_meters_readings_ignores_this_meters_details():
+    other = EnergyMeter(sensors=[ClockSensor(watts=1000.0, rel=0.5)]).start()
+    m = EnergyMeter(sensors=[ClockSensor(watts=10.0, rel=0.05)]).start()
+    other.mark()
+    other.mark()  # other now holds details under the seq numbers m's readings carry
+    a = m.mark()
+    time.sleep(0.02)
+    b = m.mark()
+    m.stop()
+    c = other.window(a, b).components["cpu"]
+    other.stop()
+    assert c.joules == pytest.approx(b.joules["cpu"] - a.joules["cpu"])
+    assert c.low < c.joules < c.high <= c.joules * 1.5
+    assert a.meter != 0 and a.meter != other._id
+
+
+def test_a_sensor_that_starts_polling_mid_run_is_sampled():
+    s = ClockSensor(poll_interval=None)  # a counter: nothing to poll at start()
+    m = EnergyMeter(sensors=[s], interval=0.05).start()
+    s.poll_interval = 0.01  # its counter failed over to polled power
+    time.sleep(0.3)
+    m.stop()
+    assert s.samples >= 5

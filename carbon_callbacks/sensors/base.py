@@ -187,12 +187,20 @@ class FallbackChain(Sensor):
 
     def _degrade(self, exc: BaseException, now: float) -> None:
         failed = self.active
-        # The failed source's own last good total is later than our last boundary read.
-        last = failed.last_good() or self._last
+        # The failed source's own last good total is later than our last boundary read; a
+        # sensor broken enough to fail may fail here too, so nothing it does may escape.
+        try:
+            last = failed.last_good() or self._last
+        except Exception:
+            logger.debug("last_good failed for %r", failed, exc_info=True)
+            last = self._last
         self._offset = _add(self._offset, last) if last is not None else self._offset
         self._last = None
         self._note(failed, exc)
-        failed.close()
+        try:
+            failed.close()
+        except Exception:  # close never raises (see Sensor.close), even when a sensor's does
+            logger.debug("close failed for %r", failed, exc_info=True)
         if self._index + 1 >= len(self._sensors):
             self._sensors.append(Unavailable(self.component, f"{failed.method} failed: {exc}"))
         self._index += 1
@@ -245,11 +253,14 @@ class FallbackChain(Sensor):
             self._degrade(exc, now)
 
     def totals(self, now: float) -> Totals:
-        try:
-            cur = self.active.totals(now)
-        except Exception as exc:  # SensorError or a bug: degrade, never raise
-            self._degrade(exc, now)
-            cur = self.active.totals(now)
+        # Each failure moves to the next source, which may fail at once too; the chain ends in
+        # Unavailable, whose totals cannot fail, so this never raises into training.
+        while True:
+            try:
+                cur = self.active.totals(now)
+                break
+            except Exception as exc:  # SensorError or a bug: degrade, never raise
+                self._degrade(exc, now)
         self._last = cur
         return cur if self._offset is None else _add(self._offset, cur)
 
