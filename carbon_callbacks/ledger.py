@@ -908,14 +908,22 @@ class Ledger:
         """
         self._write(self._epoch_op(run_id, record))
 
-    def _epoch_op(self, run_id: str, record: EpochRecord) -> dict[str, Any]:
+    def _epoch_op(
+        self,
+        run_id: str,
+        record: EpochRecord,
+        *,
+        uid: str | None = None,
+        position: int | None = None,
+    ) -> dict[str, Any]:
         if not isinstance(record, EpochRecord):
             raise TypeError(f"record must be an EpochRecord, got {type(record).__name__}")
-        with self._lock:
-            position = self._positions.get(run_id, 0)
-            self._positions[run_id] = position + 1
+        if position is None:
+            with self._lock:
+                position = self._positions.get(run_id, 0)
+                self._positions[run_id] = position + 1
         row: dict[str, Any] = {
-            "uid": uuid.uuid4().hex,
+            "uid": uid or uuid.uuid4().hex,
             "run_id": run_id,
             "position": position,
             "epoch": int(record.epoch),
@@ -1127,11 +1135,14 @@ class Ledger:
     def import_runs(self, runs: Iterable[tuple[Mapping[str, Any], Sequence[EpochRecord]]]) -> int:
         """Write whole runs (metadata with ``run_id``, epochs, optional end) in one transaction.
 
-        Used by the importers; re-importing the same runs adds nothing (ids are kept).
+        Used by the importers. Every row keeps its id (run id; epoch uid from
+        ``epoch_uids``, else ``"<run_id>:<index>"``) and rows already stored are left as they
+        are, so re-importing adds nothing, and re-importing a run that grew since adds its
+        new epochs and its end.
 
         Args:
             runs: pairs of (metadata, epoch records); metadata may carry ``end_wall``,
-                ``stopped_early`` and ``stop_reason``.
+                ``stopped_early``, ``stop_reason`` and ``epoch_uids`` (one per record).
 
         Returns:
             How many runs were new.
@@ -1146,18 +1157,18 @@ class Ledger:
             meta = dict(meta)
             end_keys = ("end_wall", "stopped_early", "stop_reason")
             end = {k: meta.pop(k) for k in end_keys if k in meta}
+            uids = list(meta.pop("epoch_uids", None) or ())
             run_id = str(meta.get("run_id") or uuid.uuid4().hex[:12])
-            if run_id in known:
-                continue  # already imported: its epochs are there too
-            known.add(run_id)
-            new += 1
+            if run_id not in known:
+                known.add(run_id)
+                new += 1
             meta["run_id"] = run_id
+            # Rows already there are kept (ON CONFLICT DO NOTHING): a run that grew since its
+            # last import gains its new epochs and its end row, and nothing is doubled.
             ops.append(self._run_op(meta, fill=False))
             for i, rec in enumerate(records):
-                epoch_op = self._epoch_op(run_id, rec)
-                epoch_op["row"]["uid"] = f"{run_id}:{i}"
-                epoch_op["row"]["position"] = i
-                ops.append(epoch_op)
+                uid = str(uids[i]) if i < len(uids) and uids[i] else f"{run_id}:{i}"
+                ops.append(self._epoch_op(run_id, rec, uid=uid, position=i))
             if end:
                 ops.append(
                     self._end_op(
@@ -1253,10 +1264,14 @@ class Ledger:
         Raises:
             LedgerUnavailable: if the store cannot be read.
         """
+        return [rec for _, rec in self._epochs_with_uids(run_id)]
+
+    def _epochs_with_uids(self, run_id: str) -> list[tuple[str, EpochRecord]]:
+        """The run's records with their row ids (exports carry them so imports stay exact)."""
         sql = "SELECT * FROM epochs WHERE run_id = :run_id ORDER BY end_wall, position"
         with self._lock:
             rows = self._store.query(sql, {"run_id": run_id})
-        return [_epoch_record(row) for row in rows]
+        return [(str(row["uid"]), _epoch_record(row)) for row in rows]
 
     def close(self) -> None:
         """Close the connection (the spool stays for the next open)."""
@@ -1469,6 +1484,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[tuple[dict[str, Any], list[
     """
     path = Path(path)
     runs: dict[str, tuple[dict[str, Any], list[EpochRecord]]] = {}
+    uids: dict[str, list[str | None]] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -1492,8 +1508,12 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[tuple[dict[str, Any], list[
             runs.setdefault(run_id, ({}, []))[0].update(meta)
         elif kind == "epoch":
             runs.setdefault(run_id, ({"run_id": run_id}, []))[1].append(EpochRecord.from_dict(item))
+            uids.setdefault(run_id, []).append(item.get("uid"))  # absent in older exports
         else:
             raise LedgerError(f"{path}:{n}: unknown line type {kind!r}")
+    for run_id, meta_records in runs.items():
+        if run_id in uids:
+            meta_records[0]["epoch_uids"] = uids[run_id]
     return list(runs.values())
 
 
@@ -1541,6 +1561,9 @@ def import_files(ledger: Ledger, paths: Iterable[str | os.PathLike[str]]) -> dic
 def export_jsonl(ledger: Ledger, fh: Any, run_ids: Sequence[str] | None = None) -> int:
     """Write runs and their epochs as JSON lines (``type`` = ``run`` or ``epoch``).
 
+    Epoch lines carry their row ``uid``, so importing a later export of the same run adds
+    only the epochs that are new.
+
     Returns:
         How many runs were written.
     """
@@ -1550,8 +1573,9 @@ def export_jsonl(ledger: Ledger, fh: Any, run_ids: Sequence[str] | None = None) 
         runs = [r for r in runs if r.run_id in wanted]
     for run in runs:
         fh.write(json.dumps({"type": "run", **run.to_dict()}, default=str) + "\n")
-        for rec in ledger.epochs(run.run_id):
-            fh.write(json.dumps({"type": "epoch", "run_id": run.run_id, **rec.to_dict()}) + "\n")
+        for uid, rec in ledger._epochs_with_uids(run.run_id):
+            line = {"type": "epoch", "run_id": run.run_id, "uid": uid, **rec.to_dict()}
+            fh.write(json.dumps(line) + "\n")
     return len(runs)
 
 

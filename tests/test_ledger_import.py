@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -209,3 +210,46 @@ def test_csv_export_has_one_row_per_epoch_with_metric_columns(tmp_path: Path) ->
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
     assert rows[2]["metric:val_acc"] == str(make_record(2).metrics["val_acc"])
     assert {r["project"] for r in rows} == {"p"}
+
+
+def _export(ledger: Ledger, path: Path) -> Path:
+    with open(path, "w") as fh:
+        export_jsonl(ledger, fh)
+    return path
+
+
+def test_reimporting_a_run_that_grew_adds_its_new_epochs_and_its_end(tmp_path: Path) -> None:
+    src = Ledger.open(tmp_path / "a.sqlite")
+    dst = Ledger.open(tmp_path / "b.sqlite")
+    run_id = src.start_run({"project": "p"})
+    src.add_epoch(run_id, make_record(0))
+    assert import_files(dst, [_export(src, tmp_path / "1.jsonl")]) == {str(tmp_path / "1.jsonl"): 1}
+    src.add_epoch(run_id, make_record(1))
+    src.end_run(run_id, stopped_early=True, stop_reason="budget")
+    later = _export(src, tmp_path / "2.jsonl")
+    assert import_files(dst, [later]) == {str(later): 0}  # no new run, but the run grew
+    assert dst.epochs(run_id) == src.epochs(run_id) == [make_record(0), make_record(1)]
+    assert dst.run(run_id).finished and dst.run(run_id).stop_reason == "budget"
+    import_files(dst, [later])  # once more: nothing doubled
+    assert dst.run(run_id).epochs == 2
+
+
+def test_reimporting_an_older_export_without_uids_adds_only_new_epochs(tmp_path: Path) -> None:
+    src = Ledger.open(tmp_path / "a.sqlite")
+    dst = Ledger.open(tmp_path / "b.sqlite")
+    run_id = src.start_run({"project": "p"})
+    for i in range(3):
+        src.add_epoch(run_id, make_record(i))
+
+    def without_uids(path: Path) -> Path:
+        lines = [json.loads(x) for x in path.read_text().splitlines()]
+        for line in lines:
+            line.pop("uid", None)  # exports written before epoch uids were exported
+        path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        return path
+
+    first = without_uids(_export(src, tmp_path / "1.jsonl"))
+    import_files(dst, [first])
+    src.add_epoch(run_id, make_record(3))
+    import_files(dst, [without_uids(_export(src, tmp_path / "2.jsonl"))])
+    assert [e.epoch for e in dst.epochs(run_id)] == [0, 1, 2, 3]
