@@ -7,6 +7,7 @@ turns expected failures into one clear line on stderr with a non-zero exit, and 
 from __future__ import annotations
 
 import argparse
+import calendar
 import contextlib
 import os
 import sys
@@ -48,7 +49,9 @@ def _date(text: str) -> float:
     """``YYYY-MM-DD`` or ``YYYY-MM`` (UTC) as wall seconds."""
     for fmt in ("%Y-%m-%d", "%Y-%m"):
         try:
-            return float(time.mktime(time.strptime(text, fmt)) - time.timezone)
+            # timegm reads the fields as UTC; mktime minus time.timezone was an hour off
+            # whenever the local zone was on summer time.
+            return float(calendar.timegm(time.strptime(text, fmt)))
         except ValueError:
             continue
     raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD or YYYY-MM")

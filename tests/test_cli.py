@@ -101,6 +101,34 @@ def test_runs_lists_the_run(filled, capsys) -> None:
     assert run["run_id"] == run_id and run["epochs"] == 5
 
 
+def test_since_is_midnight_utc_even_on_summer_time(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = Ledger.open(path)
+    midnight = 1_719_792_000.0  # 2024-07-01T00:00:00Z, when Paris is on summer time (UTC+2)
+    before = ledger.start_run({"project": "p", "start_wall": midnight - 1800})
+    after = ledger.start_run({"project": "p", "start_wall": midnight + 1800})
+    ledger.close()
+    env = dict(os.environ, TZ="Europe/Paris", CARBON_CALLBACKS_LEDGER=str(path))
+    for flag, expected in (("--since", [after]), ("--until", [before])):
+        cmd = "runs" if flag == "--since" else "report"
+        args = [cmd, flag, "2024-07-01", "--format", "json"]
+        if cmd == "report":
+            args += ["--by", "project"]
+        proc = subprocess.run(
+            [sys.executable, "-m", "carbon_callbacks", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)
+        if cmd == "runs":
+            assert [r["run_id"] for r in out] == expected
+        else:
+            assert [row["runs"] for row in out] == [len(expected)]
+
+
 def test_env_var_selects_the_ledger(filled) -> None:
     path, run_id = filled
     proc = _cli("runs", env_ledger=path)
