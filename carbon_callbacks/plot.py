@@ -11,12 +11,28 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from carbon_callbacks.policies import metric_direction
 from carbon_callbacks.records import COMPONENTS, EpochRecord
-from carbon_callbacks.report import metric_mode, pick_monitor, train_records
+from carbon_callbacks.report import pick_monitor, train_records
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _SHOULDER = re.compile(r"shoulder at epoch (\d+)")
 _COLORS = {"cpu": "#4C72B0", "gpu": "#DD8452", "ram": "#55A868", "other": "#8C8C8C"}
+
+
+def _direction(monitor: str | None, mode: str | None) -> str:
+    """``mode`` when given, else the direction the metric's name reads as ("min" if unknown)."""
+    if mode is not None:
+        if mode not in ("min", "max"):
+            raise ValueError(
+                f"mode must be 'min', 'max' or None (read from the metric's name), got {mode!r}"
+            )
+        return mode
+    return (metric_direction(monitor) if monitor else None) or "min"
 
 
 def knee_epoch(records: Sequence[EpochRecord], monitor: str, mode: str | None = None) -> int | None:
@@ -25,7 +41,7 @@ def knee_epoch(records: Sequence[EpochRecord], monitor: str, mode: str | None = 
     Both axes are scaled to [0, 1] first so the answer does not depend on units (the
     "Kneedle" construction). None when the curve has fewer than three points or is flat.
     """
-    sign = 1.0 if (mode or metric_mode(monitor)) == "max" else -1.0
+    sign = 1.0 if _direction(monitor, mode) == "max" else -1.0
     pts = [
         (r.co2_g_total, sign * v, r.epoch)
         for r in records
@@ -73,7 +89,9 @@ def plot_run(
         records: the run's epoch records (``Ledger.epochs(run_id)``).
         path: the PNG to write.
         monitor: the metric to draw (default: a validation metric found in the records).
-        mode: ``"max"``/``"min"``; default guessed from the metric's name.
+        mode: ``"max"``/``"min"``; sets the knee and where the legend goes. Default: read
+            from the metric's name (``policies.metric_direction``), ``"min"`` when it does not
+            say.
         stopped_early: whether a policy stopped the run (marks the stop point).
         stop_reason: the policy's reason; a "shoulder at epoch N" in it sets the shoulder.
         shoulder_epoch: the shoulder; default from ``stop_reason``, else the curve's knee.
@@ -86,7 +104,48 @@ def plot_run(
         The path written.
 
     Raises:
-        ValueError: if ``records`` is empty.
+        ValueError: if ``records`` is empty or ``mode`` is not "min", "max" or None.
+        ImportError: if matplotlib is not installed.
+    """
+    fig = run_figure(
+        records,
+        monitor=monitor,
+        mode=mode,
+        stopped_early=stopped_early,
+        stop_reason=stop_reason,
+        shoulder_epoch=shoulder_epoch,
+        baseline=baseline,
+        baseline_label=baseline_label,
+        label=label,
+        title=title,
+    )
+    out = Path(path)
+    fig.savefig(out, format="png")
+    return out
+
+
+def run_figure(
+    records: Sequence[EpochRecord],
+    *,
+    monitor: str | None = None,
+    mode: str | None = None,
+    stopped_early: bool = False,
+    stop_reason: str = "",
+    shoulder_epoch: int | None = None,
+    baseline: Sequence[EpochRecord] | None = None,
+    baseline_label: str = "run to max_epochs",
+    label: str = "this run",
+    title: str = "",
+) -> Figure:
+    """Draw a run on a new matplotlib ``Figure`` (no pyplot), for ``plot_run`` or a notebook.
+
+    Takes the same arguments as ``plot_run`` less ``path``.
+
+    Returns:
+        The figure: the metric panel first in ``fig.axes``, the energy panel second.
+
+    Raises:
+        ValueError: if ``records`` is empty or ``mode`` is not "min", "max" or None.
         ImportError: if matplotlib is not installed.
     """
     if not records:
@@ -97,6 +156,7 @@ def plot_run(
 
     train = train_records(records)
     monitor = pick_monitor(train, monitor)
+    direction = _direction(monitor, mode)
     everything = list(train) + list(baseline or ())
     # Milligrams / milliwatt-hours for small runs, so the ticks read 0.5 rather than 0.0005.
     g_max = max((r.co2_g_total for r in everything), default=0.0)
@@ -130,7 +190,9 @@ def plot_run(
             ax_m.plot(xs, ys, "o-", color="#2A7F62", ms=4, lw=2, label=label)
             if shoulder_epoch is None:
                 found = _SHOULDER.search(stop_reason or "")
-                shoulder_epoch = int(found.group(1)) if found else knee_epoch(train, monitor, mode)
+                shoulder_epoch = (
+                    int(found.group(1)) if found else knee_epoch(train, monitor, direction)
+                )
             if shoulder_epoch is not None and shoulder_epoch in es:
                 i = es.index(shoulder_epoch)
                 ax_m.plot(
@@ -156,9 +218,8 @@ def plot_run(
                 )
                 ax_m.axvline(xs[-1], color="#C0392B", ls="--", lw=1)
         ax_m.set_ylabel(monitor)
-        ax_m.legend(
-            loc="lower right" if metric_mode(monitor) == "max" else "upper right", fontsize=8
-        )
+        # Keep the legend off the curve: a rising one leaves the lower right free.
+        ax_m.legend(loc="lower right" if direction == "max" else "upper right", fontsize=8)
     ax_m.set_xlabel(f"cumulative CO2e ({g_unit})")
     ax_m.set_title(f"{monitor or 'metric'} vs cumulative CO2e", fontsize=10)
     ax_m.grid(alpha=0.3)
@@ -187,6 +248,4 @@ def plot_run(
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, format="png")
-    return out
+    return fig

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from carbon_callbacks.ledger import RunInfo
+from carbon_callbacks.policies import metric_direction
 from carbon_callbacks.records import EpochRecord
 
 # --------------------------------------------------------------------------- equivalents
@@ -329,13 +330,15 @@ def runs_rows(runs: Sequence[RunInfo]) -> tuple[list[str], list[list[Any]]]:
 
 # --------------------------------------------------------------------------- per epoch
 
-_MAX_WORDS = ("acc", "f1", "auc", "score", "precision", "recall", "iou", "map", "r2", "bleu")
-
 
 def metric_mode(name: str) -> str:
-    """``"max"`` for metrics that grow when better (accuracy, F1...), else ``"min"`` (losses)."""
-    low = name.lower()
-    return "max" if any(w in low for w in _MAX_WORDS) and "loss" not in low else "min"
+    """``"max"`` for metrics that grow when better, else ``"min"``.
+
+    Kept for callers of the old name: the rule is ``policies.metric_direction`` (whole words
+    of the name, so ``val_mape`` is an error to lower and ``val_map`` a score to raise), with
+    ``"min"`` for names that do not say.
+    """
+    return metric_direction(name) or "min"
 
 
 def pick_monitor(records: Sequence[EpochRecord], preferred: str | None = None) -> str | None:
@@ -366,7 +369,19 @@ def gains_per_kg(
     """Metric improvement per kg CO2e of each epoch over the one before (None for the first).
 
     Positive means better whatever the metric's direction (a loss going down is a gain).
+
+    Args:
+        records: The run's training records, oldest first.
+        monitor: The metric to measure the gain of.
+        mode: ``"max"``/``"min"``; default read from the metric's name (``metric_direction``).
+
+    Raises:
+        ValueError: When ``mode`` is not "min", "max" or None.
     """
+    if mode not in (None, "min", "max"):
+        raise ValueError(
+            f"mode must be 'min', 'max' or None (read from the metric's name), got {mode!r}"
+        )
     sign = 1.0 if (mode or metric_mode(monitor)) == "max" else -1.0
     out: list[float | None] = []
     prev: float | None = None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ledger_records import make_record
 
-from carbon_callbacks.plot import knee_epoch, plot_run
+from carbon_callbacks.plot import knee_epoch, plot_run, run_figure
 
 Image = pytest.importorskip("PIL.Image", reason="Pillow comes with matplotlib")
 
@@ -80,3 +80,51 @@ def test_knee_of_a_falling_loss() -> None:
 def test_empty_records_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nothing to plot"):
         plot_run([], tmp_path / "x.png")
+
+
+def _falling(name: str, n: int = 10) -> list:
+    # A falling error curve (a shoulder around epoch 3), logged under ``name``.
+    return [
+        dataclasses.replace(make_record(i), metrics={name: 0.2 + 2.0 * 0.5**i}) for i in range(n)
+    ]
+
+
+def test_knee_of_a_falling_mape_reads_it_as_an_error_to_lower() -> None:
+    # "map" is inside "mape": a substring rule read this error as a score and found no knee.
+    assert knee_epoch(_falling("val_mape"), "val_mape") in (2, 3, 4)
+    rising = [
+        dataclasses.replace(r, metrics={"val_map": 2.2 - r.metrics["x"]}) for r in _falling("x")
+    ]
+    assert knee_epoch(rising, "val_map") in (2, 3, 4)
+
+
+def _legend_corner(fig) -> str:
+    """Which corner of the metric panel its legend sits in ("upper right"/"lower right")."""
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    box, frame = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    return "upper right" if box.y0 + box.y1 > frame.y0 + frame.y1 else "lower right"
+
+
+@pytest.mark.parametrize(
+    ("records", "monitor", "mode", "corner"),
+    [
+        (_falling("val_mape"), "val_mape", None, "upper right"),  # a falling error
+        (_curve(), "val_acc", None, "lower right"),  # a rising accuracy
+        (_curve(), "val_acc", "min", "upper right"),  # mode wins over the name
+        (
+            [dataclasses.replace(r, metrics={"score": r.metrics["val_acc"]}) for r in _curve()],
+            "score",
+            "max",
+            "lower right",
+        ),  # a name that says nothing: mode decides
+    ],
+)
+def test_legend_is_placed_off_the_curve_by_its_direction(records, monitor, mode, corner) -> None:
+    fig = run_figure(records, monitor=monitor, mode=mode)
+    assert _legend_corner(fig) == corner
+
+
+def test_a_bad_mode_is_refused_naming_mode(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mode must be 'min', 'max' or None"):
+        plot_run(_curve(), tmp_path / "x.png", mode="maximize")

@@ -147,6 +147,31 @@ def test_gain_per_kg_is_positive_for_a_falling_loss() -> None:
     assert gains[1] == pytest.approx(0.2 / kg) and gains[2] == pytest.approx(0.1 / kg)
 
 
+@pytest.mark.parametrize(
+    ("name", "values", "sign"),
+    [
+        ("val_mape", [0.3, 0.2, 0.15], 1.0),  # an error: falling is a gain ("map" is inside)
+        ("val_map", [0.3, 0.2, 0.15], -1.0),  # a mean average precision: falling is a loss
+        ("val_loss", [1.0, 0.8, 0.7], 1.0),
+        ("val_acc", [0.5, 0.6, 0.65], 1.0),
+        ("eval_f1", [0.5, 0.6, 0.65], 1.0),
+    ],
+)
+def test_gain_per_kg_follows_the_metric_direction(name, values, sign) -> None:
+    recs = [dataclasses.replace(make_record(i), metrics={name: m}) for i, m in enumerate(values)]
+    kg = recs[1].co2_g / 1000
+    expected = [None] + [sign * abs(b - a) / kg for a, b in zip(values, values[1:], strict=False)]
+    assert gains_per_kg(recs, name) == pytest.approx(expected)
+    headers, cells = epochs_rows(recs, name)  # the gain/kg column of ``show``
+    column = [row[headers.index("gain/kg")] for row in cells]
+    assert column == pytest.approx(expected)
+
+
+def test_gain_per_kg_refuses_a_bad_mode_naming_it() -> None:
+    with pytest.raises(ValueError, match="mode must be 'min', 'max' or None"):
+        gains_per_kg([make_record(0)], "val_acc", mode="up")
+
+
 def test_epoch_table_shows_the_monitored_metric_and_gain() -> None:
     recs = [make_record(i, metric=0.5 + 0.1 * i) for i in range(3)]
     headers, cells = epochs_rows(recs)
