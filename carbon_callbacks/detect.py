@@ -13,6 +13,7 @@ from typing import Any, Literal
 from carbon_callbacks.sensors.base import FallbackChain, Sensor
 from carbon_callbacks.sensors.cpu_model import CpuModelSensor
 from carbon_callbacks.sensors.nvml import NvmlSensor
+from carbon_callbacks.sensors.process import CpuShare, ProcessTree
 from carbon_callbacks.sensors.ram import RamModelSensor
 from carbon_callbacks.sensors.rapl import RaplSensor
 
@@ -37,13 +38,19 @@ def build_sensors(
     Returns:
         One ``FallbackChain`` per component.
     """
+    # One process tree for every sensor that attributes by it: one scan for children and
+    # one cpu_times per process per read, not one per sensor (each sensor keeps its own
+    # baseline in its CpuShare).
+    tree = ProcessTree() if scope == "process" else None
     cpu: list[Sensor] = [
-        RaplSensor("cpu", root=rapl_root, scope=scope, interval=interval),
-        CpuModelSensor(scope=scope, interval=interval),
+        RaplSensor("cpu", root=rapl_root, scope=scope, interval=interval,
+                   share=CpuShare(tree) if tree else None),
+        CpuModelSensor(scope=scope, interval=interval, share=CpuShare(tree) if tree else None),
     ]
     ram: list[Sensor] = [
-        RaplSensor("ram", root=rapl_root, scope=scope, interval=interval),
-        RamModelSensor(scope=scope, interval=interval),
+        RaplSensor("ram", root=rapl_root, scope=scope, interval=interval,
+                   share=CpuShare(tree) if tree else None),
+        RamModelSensor(scope=scope, interval=interval, tree=tree),
     ]
     gpu: list[Sensor] = [NvmlSensor(nvml=nvml, gpu_ids=tuple(gpu_ids) if gpu_ids else None,
                                      scope=scope)]

@@ -172,3 +172,38 @@ def test_process_tree_built_before_the_ddp_launch_reads_its_rank_at_open(monkeyp
         assert other_rank.pid in tree._foreign
     finally:
         other_rank.wait()
+
+
+class _StillTree:
+    """A process tree whose CPU time is set by the test (the share's only input from it)."""
+
+    generation = 1
+    seconds = 0.0
+
+    def open_at(self, now: float) -> None:
+        pass
+
+    def refresh(self, force: bool = False) -> None:
+        pass
+
+    def cpu_seconds(self) -> float:
+        return self.seconds
+
+
+def test_cpu_model_keeps_the_last_share_when_no_tick_passed(monkeypatch):
+    # Same rule as RAPL's CpuShare: a read with no machine tick since the last keeps the last
+    # share (it used to drop to 0 when this tree had no tick either).
+    from carbon_callbacks.sensors import cpu_model, process
+
+    busy = {"s": 100.0}
+    for mod in (cpu_model, process):
+        monkeypatch.setattr(mod, "machine_busy_seconds", lambda: busy["s"])
+    tree = _StillTree()
+    sensor = CpuModelSensor(scope="process", tdp_w=100.0, info=CpuInfo("fake", 1, 1),
+                            share=process.CpuShare(tree))
+    sensor.open(0.0)
+    busy["s"], tree.seconds = 101.0, 0.5  # one busy second, half of it ours
+    j1 = sensor.totals(1.0).joules
+    assert j1 == pytest.approx(100.0 * load_fraction(1.0) * 0.5)
+    j2 = sensor.totals(2.0).joules  # no tick at all in this second
+    assert j2 - j1 == pytest.approx(100.0 * load_fraction(0.0) * 0.5)

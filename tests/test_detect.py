@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from carbon_callbacks.detect import detect_report
 from carbon_callbacks.testing import FakeGPU, FakeNVML, FakePowercap
@@ -47,3 +48,48 @@ def test_on_this_machine_detect_matches_what_exists():
         assert "RAPL:" in text
     assert "Components (scope=process):" in text
     assert ("GPU: none" in text) or ("gpu: counter" in text or "gpu: polled" in text)
+
+
+def _rapl_tree(root) -> FakePowercap:
+    t = FakePowercap(root)
+    t.add_zone("intel-rapl:0", "package-0")
+    t.add_zone("intel-rapl:0:0", "dram")
+    return t
+
+
+def test_process_scope_sensors_share_one_process_tree(tmp_path):
+    from carbon_callbacks.detect import build_sensors
+
+    _rapl_tree(tmp_path)
+    cpu, _gpu, ram = build_sensors(scope="process", rapl_root=tmp_path, nvml=FakeNVML([]))
+    rapl_cpu, cpu_model = cpu._sensors[:2]
+    rapl_ram, ram_model = ram._sensors[:2]
+    trees = {id(rapl_cpu._share.tree), id(cpu_model._share.tree), id(rapl_ram._share.tree),
+             id(ram_model._tree)}
+    assert len(trees) == 1
+    # each sensor keeps its own baseline over it
+    assert len({id(rapl_cpu._share), id(cpu_model._share), id(rapl_ram._share)}) == 3
+
+
+def test_a_boundary_reads_each_process_once_not_once_per_sensor(tmp_path, monkeypatch):
+    from carbon_callbacks.meter import EnergyMeter
+    from carbon_callbacks.sensors.process import ProcessTree
+
+    _rapl_tree(tmp_path)
+    reads = []
+    original = ProcessTree._contribution
+
+    def counted(p):
+        reads.append(p.pid)
+        return original(p)
+
+    monkeypatch.setattr(ProcessTree, "_contribution", staticmethod(counted))
+    m = EnergyMeter(scope="process", rapl_root=tmp_path, nvml=FakeNVML([]), interval=60)
+    m.start()
+    assert m.methods == {"cpu": "counter", "ram": "counter"}  # both RAPL sensors attribute
+    with m._lock:  # keeps the sampler thread out: only the boundary's reads are counted
+        time.sleep(0.01)  # past the start() reads
+        reads.clear()
+        m.mark()
+    m.stop()
+    assert reads and len(reads) == len(set(reads))  # cpu_times once per process per boundary

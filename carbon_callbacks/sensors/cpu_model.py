@@ -25,7 +25,7 @@ from importlib import resources
 from typing import Literal
 
 from carbon_callbacks.sensors.base import Sensor, SensorError, Totals
-from carbon_callbacks.sensors.process import ProcessTree, logical_cpus, machine_busy_seconds
+from carbon_callbacks.sensors.process import CpuShare, logical_cpus, machine_busy_seconds
 from carbon_callbacks.sensors.ranges import model_range
 
 DEFAULT_W_PER_CPU = 3.5
@@ -124,6 +124,8 @@ class CpuModelSensor(Sensor):
         tdp_w: the package TDP to use instead of the table (all sockets together).
         info: CPU facts; default read from this machine.
         interval: seconds between load samples by the meter's thread.
+        share: the CPU share to attribute by under scope="process", over a process tree
+            shared with the other sensors; default its own.
     """
 
     component = "cpu"
@@ -131,7 +133,7 @@ class CpuModelSensor(Sensor):
 
     def __init__(self, *, scope: Literal["process", "machine"] = "process",
                  tdp_w: float | None = None, info: CpuInfo | None = None,
-                 interval: float = 1.0) -> None:
+                 interval: float = 1.0, share: CpuShare | None = None) -> None:
         if scope not in ("process", "machine"):
             raise ValueError(f"scope: expected 'process' or 'machine', got {scope!r}")
         if tdp_w is not None and not tdp_w > 0:
@@ -152,11 +154,10 @@ class CpuModelSensor(Sensor):
                 self.tdp_source = (f"CPU '{self.info.model_name}' not in the TDP table: default "
                                    f"{DEFAULT_W_PER_CPU:g} W per logical CPU x "
                                    f"{self.info.logical} = {self.tdp_w:g} W")
-        self._tree = ProcessTree() if scope == "process" else None
+        self._share = (share or CpuShare()) if scope == "process" else None
         self._joules = 0.0
         self._t = 0.0
         self._busy = 0.0
-        self._proc = 0.0
 
     @property
     def reason(self) -> str:
@@ -167,40 +168,31 @@ class CpuModelSensor(Sensor):
 
     def open(self, now: float) -> None:
         try:
-            if self._tree is not None:
-                self._tree.open()
-                self._proc = self._tree.cpu_seconds()
+            if self._share is not None:
+                self._share.open(now)
             self._busy = machine_busy_seconds()
         except Exception as exc:  # psutil unusable here (exotic OS, no /proc)
             raise SensorError(f"cannot read CPU load: {exc}") from exc
         self._t = now
         self._joules = 0.0
 
-    def _advance(self, now: float) -> None:
+    def _advance(self, now: float, refresh: bool = False) -> None:
         dt = now - self._t
         if dt <= 0:
             return
         try:
             busy = machine_busy_seconds()
-            proc = self._tree.cpu_seconds() if self._tree is not None else 0.0
+            # The same share (capped, last kept when no tick passed) RAPL attributes by.
+            share = self._share.advance(refresh=refresh) if self._share is not None else 1.0
         except Exception as exc:
             raise SensorError(f"cannot read CPU load: {exc}") from exc
         d_busy = max(0.0, busy - self._busy)
         u = min(1.0, d_busy / (dt * self.info.logical))
-        power = self.tdp_w * load_fraction(u)
-        if self._tree is not None:
-            d_proc = max(0.0, proc - self._proc)
-            # /proc counts in clock ticks, so a short interval can show the tree busier
-            # than the machine: cap the share at the whole.
-            share = min(1.0, d_proc / d_busy) if d_busy > 0 else (1.0 if d_proc > 0 else 0.0)
-            power *= share
-        self._joules += power * dt
-        self._t, self._busy, self._proc = now, busy, proc
+        self._joules += self.tdp_w * load_fraction(u) * share * dt
+        self._t, self._busy = now, busy
 
     def sample(self, now: float) -> None:
-        if self._tree is not None:
-            self._tree.refresh()
-        self._advance(now)
+        self._advance(now, refresh=True)
 
     def totals(self, now: float) -> Totals:
         self._advance(now)

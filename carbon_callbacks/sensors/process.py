@@ -16,6 +16,11 @@ import psutil
 REFRESH_EVERY = 5.0
 """Seconds between scans for new child processes."""
 
+READ_REUSE_S = 0.005
+"""A tree's CPU time read this recently is reused: sensors sharing the tree (RAPL cpu and ram,
+the CPU and RAM models) read it at one boundary, and each read calls cpu_times on every process
+in the tree. Clock ticks are 10 ms, so nothing is lost."""
+
 RANK_VARIABLE = "LOCAL_RANK"
 """Set by torchrun and Lightning's DDP launcher on every rank (rank 0 included)."""
 
@@ -67,6 +72,10 @@ class ProcessTree:
         self._last = 0.0
         self._opened_wall = 0.0
         self._refreshed = -1e18
+        self._read_at = -1e18
+        self._open_key: float | None = None
+        self.generation = 0
+        """Counts ``open()`` calls, so a sharer can tell that its baseline is gone."""
         self._rank = os.environ.get(RANK_VARIABLE) if pid is None else _rank_of(self._root)
         # Other ranks' processes among our descendants: pid -> (process, CPU-seconds last seen,
         # whether its parent is ours, so that its time lands in our children times when reaped).
@@ -86,6 +95,8 @@ class ProcessTree:
             if self.pid != os.getpid():
                 self.pid = os.getpid()
                 self._root = psutil.Process(self.pid)
+        self.generation += 1
+        self._read_at = -1e18
         self._opened_wall = time.time()
         self._procs = {self.pid: self._root}
         self._base = {self.pid: self._contribution(self._root)}
@@ -93,6 +104,18 @@ class ProcessTree:
         self._last = 0.0
         self._foreign = {}
         self.refresh(force=True)
+
+    def open_at(self, now: float) -> None:
+        """Open, unless already opened for this same ``now``.
+
+        The sensors sharing one tree are opened by ``EnergyMeter.start()`` with one ``now``:
+        the tree is scanned once for them all. A sensor opened later (a fallback mid-run)
+        opens it again; the others see ``generation`` change and take a new baseline.
+        """
+        if self._open_key == now and self.generation:
+            return
+        self.open()
+        self._open_key = now
 
     def refresh(self, force: bool = False) -> None:
         """Find children started since the last look (the meter's thread calls this).
@@ -148,6 +171,10 @@ class ProcessTree:
 
     def cpu_seconds(self) -> float:
         """CPU-seconds the tree used since ``open()`` (never decreases)."""
+        t = time.monotonic()
+        if t - self._read_at < READ_REUSE_S:
+            return self._last
+        self._read_at = t
         self._take_back_reaped_ranks()
         total = self._carried
         for pid, p in list(self._procs.items()):
@@ -186,6 +213,9 @@ class CpuShare:
 
     Used to attribute a machine-wide energy counter under ``scope="process"``.
 
+    Several ``CpuShare`` objects can follow one tree (one per sensor): each keeps its own
+    baseline, the tree's scan and reads are shared.
+
     Args:
         tree: the process tree; default this process and its descendants.
     """
@@ -194,20 +224,43 @@ class CpuShare:
         self.tree = tree or ProcessTree()
         self._busy = 0.0
         self._proc = 0.0
+        self._gen = -1
+        self._last_share = 1.0
+        self.busy_delta = 0.0
+        """Machine busy CPU-seconds between the last two ``advance()`` calls."""
+
+    def open(self, now: float | None = None) -> None:
+        """Take the baseline now.
+
+        Args:
+            now: the meter's ``now`` at ``start()``; sharers given one ``now`` open the tree
+                once. None opens it anyway.
+        """
+        if now is None:
+            self.tree.open()
+        else:
+            self.tree.open_at(now)
+        self._rebase()
         self._last_share = 1.0
 
-    def open(self) -> None:
-        """Take the baseline now."""
-        self.tree.open()
+    def _rebase(self) -> None:
         self._busy = machine_busy_seconds()
         self._proc = self.tree.cpu_seconds()
+        self._gen = self.tree.generation
+        self.busy_delta = 0.0
 
     def advance(self, refresh: bool = False) -> float:
         """The share (0..1) since the previous call; ``refresh`` also looks for new children."""
         if refresh:
             self.tree.refresh()
+        if self.tree.generation != self._gen:
+            # Another sharer reopened the tree (a fallback opened mid-run): our baseline is
+            # gone, so this interval keeps the last share.
+            self._rebase()
+            return self._last_share
         busy, proc = machine_busy_seconds(), self.tree.cpu_seconds()
         d_busy, d_proc = busy - self._busy, proc - self._proc
+        self.busy_delta = max(0.0, d_busy)
         if d_busy > 0:
             # Clock-tick rounding can show the tree busier than the machine: cap at the whole.
             share = min(1.0, max(0.0, d_proc / d_busy))

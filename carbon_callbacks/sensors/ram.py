@@ -47,7 +47,6 @@ class RamModelSensor(Sensor):
         self.watts_per_gb = float(watts_per_gb)
         self.poll_interval = interval
         self._tree = (tree or ProcessTree()) if scope == "process" else None
-        self._own_tree = tree is None
         self._joules = 0.0
         self._t = 0.0
         self._gb = 0.0
@@ -68,9 +67,11 @@ class RamModelSensor(Sensor):
             raise SensorError(f"cannot read memory use: {exc}") from exc
 
     def open(self, now: float) -> None:
-        if self._tree is not None and self._own_tree:
+        if self._tree is not None:
             try:
-                self._tree.open()
+                # Opened once for all its sharers at start(); a reopen mid-run is harmless
+                # here (resident memory needs no baseline).
+                self._tree.open_at(now)
             except Exception as exc:
                 raise SensorError(f"cannot read memory use: {exc}") from exc
         self._gb = self._gb_now()
@@ -86,8 +87,8 @@ class RamModelSensor(Sensor):
         self._t, self._gb = now, gb
 
     def sample(self, now: float) -> None:
-        if self._tree is not None and self._own_tree:
-            self._tree.refresh()
+        if self._tree is not None:
+            self._tree.refresh()  # at most every REFRESH_EVERY s, whoever of its sharers asks
         self._advance(now)
 
     def totals(self, now: float) -> Totals:

@@ -209,6 +209,8 @@ class RaplSensor(Sensor):
         interval: the meter's interval; reads are made more often when a counter could wrap
             sooner.
         vendor: "intel" or "amd" (sets the accuracy band); default from ``/proc/cpuinfo``.
+        share: the CPU share to attribute by under scope="process", over a process tree
+            shared with the other sensors; default its own.
     """
 
     method = "counter"
@@ -216,7 +218,7 @@ class RaplSensor(Sensor):
     def __init__(self, component: Literal["cpu", "ram"] = "cpu", *,
                  root: str | os.PathLike[str] = "/sys/class/powercap",
                  scope: Literal["process", "machine"] = "process", interval: float = 1.0,
-                 vendor: str | None = None) -> None:
+                 vendor: str | None = None, share: CpuShare | None = None) -> None:
         if component not in ("cpu", "ram"):
             raise ValueError(f"component: expected 'cpu' or 'ram', got {component!r}")
         if scope not in ("process", "machine"):
@@ -231,7 +233,7 @@ class RaplSensor(Sensor):
         self._last_raw: list[int] = []
         self._uj: list[float] = []
         self._joules = 0.0
-        self._share = CpuShare() if scope == "process" else None
+        self._share = (share or CpuShare()) if scope == "process" else None
         self._t = 0.0
         self.discovery: Discovery | None = None
         self.gap_note = ""
@@ -287,7 +289,7 @@ class RaplSensor(Sensor):
         self._joules = 0.0
         self._t = now
         if self._share is not None:
-            self._share.open()
+            self._share.open(now)
         shortest = min(z.wrap_seconds for z in self._zones)
         self.poll_interval = max(0.01, min(self.interval, shortest / 2))
 
