@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,7 +281,8 @@ class CarbonPruner(BasePruner):
 
     Raises:
         ValueError: For a percentile outside [0, 100], a budget <= 0, a negative count.
-        TypeError: For a ``base`` that is not a pruner or a ``storage`` that is not one.
+        TypeError: For a ``base`` that is not a pruner, a ``storage`` that is not one, or a
+            ``percentile``/``study_budget_g`` that is not a number.
     """
 
     def __init__(
@@ -302,10 +303,22 @@ class CarbonPruner(BasePruner):
             )
         if isinstance(base, CarbonPruner):
             raise TypeError("base must not be another CarbonPruner; pass its base instead.")
+        if isinstance(percentile, bool) or not isinstance(percentile, (int, float, np.number)):
+            raise TypeError(
+                f"percentile must be a number in [0, 100] (50: the median), got "
+                f"{type(percentile).__name__} {percentile!r}."
+            )
         percentile = float(percentile)
         if not 0.0 <= percentile <= 100.0 or math.isnan(percentile):
             raise ValueError(f"percentile must be in [0, 100], got {percentile:g}.")
         if study_budget_g is not None:
+            if isinstance(study_budget_g, bool) or not isinstance(
+                study_budget_g, (int, float, np.number)
+            ):
+                raise TypeError(
+                    f"study_budget_g must be a number of grams CO2e or None, got "
+                    f"{type(study_budget_g).__name__} {study_budget_g!r}."
+                )
             budget = float(study_budget_g)
             if not budget > 0 or math.isinf(budget):
                 raise ValueError(
@@ -349,8 +362,11 @@ class CarbonPruner(BasePruner):
         ``base`` is not consulted here.
         """
         others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        # Each trial's user attributes are parsed once per call: the budget and the comparison
+        # both read them, and pruning runs at every step of every trial.
+        carbon = {t.number: trial_carbon(t) for t in (trial, *others)}
         if self._study_budget_g is not None:
-            spent = trial_co2_g(trial) + sum(trial_co2_g(t) for t in others)
+            spent = sum(max((p.co2_g_total for p in c), default=0.0) for c in carbon.values())
             if spent >= self._study_budget_g:
                 return (
                     f"study CO2e budget spent: {spent:.4g} g of {self._study_budget_g:.4g} g "
@@ -358,16 +374,20 @@ class CarbonPruner(BasePruner):
                 )
         if _is_multi_objective(study):
             return None
-        return self._behind_at_equal_co2(study, trial, others)
+        return self._behind_at_equal_co2(study, trial, others, carbon)
 
     def _behind_at_equal_co2(
-        self, study: Study, trial: FrozenTrial, others: Iterable[FrozenTrial]
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        others: Iterable[FrozenTrial],
+        carbon: Mapping[int, Sequence[CarbonPoint]],
     ) -> str | None:
         step = trial.last_step
         if step is None or step < self._n_warmup_steps:
             return None
         maximize = study.direction == StudyDirection.MAXIMIZE
-        mine = _best_envelope(trial_carbon(trial), maximize)
+        mine = _best_envelope(carbon[trial.number], maximize)
         if not mine:
             return None
         co2, best = mine[-1]
@@ -376,7 +396,7 @@ class CarbonPruner(BasePruner):
             return None
         at_equal: list[tuple[int, float]] = []
         for t in completed:
-            value = _value_at(_best_envelope(trial_carbon(t), maximize), co2)
+            value = _value_at(_best_envelope(carbon[t.number], maximize), co2)
             if value is not None:
                 at_equal.append((t.number, value))
         if len(at_equal) < self._n_min_trials:

@@ -229,10 +229,38 @@ def test_should_prune_helper_applies_budget_in_multi_objective_study():
     assert not should_prune(t)
 
 
+def test_explain_parses_each_trials_carbon_once_per_call(monkeypatch):
+    # Pruning runs at every step of every trial: the budget and the comparison at equal CO2e
+    # both need every trial's per-step attributes, which must be parsed once, not per rule.
+    import carbon_callbacks.integrations.optuna as module
+
+    study = study_with_small_models(
+        CarbonPruner(study_budget_g=1e6, n_startup_trials=3, n_warmup_steps=1), n=4
+    )
+    trial = study.ask()
+    for step in range(3):
+        report_carbon(trial, step, 40.0 * (step + 1), 0.1 * (step + 1), value=big(step))
+    frozen = study.get_trials()[trial.number]
+    parsed: list[int] = []
+    real = module.trial_carbon
+
+    def counting(t):
+        parsed.append(t.number)
+        return real(t)
+
+    monkeypatch.setattr(module, "trial_carbon", counting)
+    reason = study.pruner.explain(study, frozen)
+    assert reason is not None and "trials 0, 1, 2, 3" in reason  # both rules did run
+    assert sorted(parsed) == [0, 1, 2, 3, 4]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
         ({"percentile": 120.0}, ValueError, r"percentile must be in \[0, 100\]"),
+        ({"percentile": "median"}, TypeError, r"percentile must be a number in \[0, 100\].*str"),
+        ({"percentile": None}, TypeError, "percentile must be a number"),
+        ({"study_budget_g": "100 g"}, TypeError, "study_budget_g must be a number"),
         ({"study_budget_g": 0}, ValueError, "study_budget_g must be a finite number > 0"),
         ({"study_budget_g": -3.0}, ValueError, "study_budget_g"),
         ({"n_startup_trials": -1}, ValueError, "n_startup_trials must be an int >= 0"),
