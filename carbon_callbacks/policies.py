@@ -9,7 +9,9 @@ Writing your own rule: any object with a ``decide(records) -> Decision`` method 
 (see ``Policy``). Keep it cheap and make it not raise for ordinary input (a missing metric, a
 run whose energy could not be measured): return ``CONTINUE`` and log a warning instead. If it
 keeps state across calls, add ``state_dict()``/``load_state_dict(state)`` so a resumed run keeps
-it, and make ``decide`` safe to call twice with the same records (combinators and adapters may).
+it and ``reset()`` so a policy reused for another run (a second ``fit()``, the next Optuna trial)
+starts afresh (the adapters call it at fit start, except when resuming from a checkpoint), and
+make ``decide`` safe to call twice with the same records (combinators and adapters may).
 
 Example::
 
@@ -58,7 +60,8 @@ class Policy(Protocol):
     ``decide`` is called once after every training epoch with all of the run's training
     ``EpochRecord``s so far (oldest first). It must not raise for ordinary input and must be
     cheap. Policies that keep state across calls also provide ``state_dict()`` and
-    ``load_state_dict(state)`` so a resumed run keeps it.
+    ``load_state_dict(state)`` so a resumed run keeps it, and ``reset()``, which the adapters
+    call when a new (not resumed) run starts.
     """
 
     def decide(self, records: Sequence[EpochRecord]) -> Decision:
