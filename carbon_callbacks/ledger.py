@@ -375,14 +375,53 @@ class _SqliteStore:
     def query(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        conn = self._connect()
         try:
+            conn = self._reader()
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(_sqlite_reason(self.path, exc, reading=True)) from exc
+        try:
+            tables = {
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                ).fetchall()
+            }
+            if "schema_version" not in tables:
+                return []  # nothing written yet (an empty file): no runs
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            _check_not_newer(int(row[0] or 0))
             cur = conn.execute(sql, dict(params))
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         except sqlite3.Error as exc:
-            self.close()
-            raise LedgerUnavailable(_sqlite_reason(self.path, exc)) from exc
+            raise LedgerUnavailable(_sqlite_reason(self.path, exc, reading=True)) from exc
+        finally:
+            conn.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        """A read-only connection, opened per query.
+
+        Reading needs no write access to the file or its folder: no folder is created, no
+        pragma set, no migration run (a v1 ledger reads fine; its ``source`` is just NULL).
+        A fresh connection per query also follows a file that was replaced since.
+        """
+        uri = self.path.resolve().as_uri()
+        try:
+            conn = sqlite3.connect(
+                f"{uri}?mode=ro", uri=True, timeout=self.timeout, check_same_thread=False
+            )
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError as exc:
+            if "unable to open" not in str(exc) or not self.path.is_file():
+                raise
+        # A WAL ledger in a folder this user cannot write, with no -shm file left by a writer:
+        # SQLite cannot set up shared memory, so read the file as it is on disk.
+        conn = sqlite3.connect(
+            f"{uri}?mode=ro&immutable=1", uri=True, timeout=self.timeout, check_same_thread=False
+        )
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
 
     def close(self) -> None:
         if self._conn is not None:
@@ -400,7 +439,7 @@ _SQLITE_REJECTED = (
 )
 
 
-def _sqlite_reason(path: Path, exc: Exception) -> str:
+def _sqlite_reason(path: Path, exc: Exception, *, reading: bool = False) -> str:
     text = str(exc)
     if "not a database" in text or "malformed" in text:
         return (
@@ -409,7 +448,7 @@ def _sqlite_reason(path: Path, exc: Exception) -> str:
         )
     if "locked" in text or "busy" in text:
         return f"SQLite ledger {path} is locked by another process ({text})"
-    return f"SQLite ledger {path} cannot be written ({text})"
+    return f"SQLite ledger {path} cannot be {'read' if reading else 'written'} ({text})"
 
 
 def _migrate_sqlite(conn: sqlite3.Connection) -> None:
@@ -474,7 +513,10 @@ class _SqlAlchemyStore:
             except Exception as exc:
                 raise LedgerError(f"bad ledger URL {self.label}: {exc}") from exc
         if not self._migrated:
-            self._run(self._migrate)
+            # Only a missing or older schema is migrated: a role that may only read (or only
+            # insert) must not need CREATE rights, nor take the migration lock, to use it.
+            if self._run(self._needs_migration):
+                self._run(self._migrate)
             self._migrated = True
         return self._engine
 
@@ -499,6 +541,16 @@ class _SqlAlchemyStore:
                 msg = f"ledger database {self.label} refused a row ({reason})"
                 raise LedgerRejected(msg) from exc
             raise LedgerUnavailable(f"ledger database {self.label} unavailable ({reason})") from exc
+
+    @staticmethod
+    def _needs_migration(conn: Any) -> bool:
+        from sqlalchemy import inspect, text
+
+        if not inspect(conn).has_table("schema_version"):
+            return True
+        current = int(conn.execute(text("SELECT MAX(version) FROM schema_version")).scalar() or 0)
+        _check_not_newer(current)
+        return current < SCHEMA_VERSION
 
     def _migrate(self, conn: Any) -> None:
         from sqlalchemy import text

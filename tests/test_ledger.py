@@ -113,6 +113,38 @@ def test_version_1_ledger_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None
     assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 1))
 
 
+def test_reading_writes_nothing_so_a_read_only_ledger_can_be_read(tmp_path: Path) -> None:
+    # A v1 ledger in rollback-journal mode: a read must not migrate it, switch it to WAL or
+    # create anything next to it, since a reader may have no write access to file or folder.
+    path = tmp_path / "shared.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied REAL)")
+    for statement in MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1, 0)")
+    conn.execute("INSERT INTO runs (run_id, project, start_wall) VALUES ('old1', 'legacy', 5)")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+
+    ledger = Ledger.open(path)
+    assert [(r.run_id, r.project, r.source) for r in ledger.runs()] == [("old1", "legacy", "")]
+    assert ledger.epochs("old1") == []
+    ledger.close()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.sqlite"]
+    assert not (tmp_path / "absent").exists()
+    assert Ledger.open(tmp_path / "absent" / "l.sqlite").runs() == []
+    assert not (tmp_path / "absent").exists()  # reading does not create the folder
+
+
+def test_unreadable_ledger_error_says_cannot_be_read(tmp_path: Path) -> None:
+    path = tmp_path / "dir.sqlite"
+    path.mkdir()  # exists, but is no file SQLite can open
+    with pytest.raises(LedgerError, match="cannot be read"):
+        Ledger.open(path).runs()
+
+
 def test_newer_schema_is_refused_for_reading(tmp_path: Path) -> None:
     path = tmp_path / "future.sqlite"
     conn = sqlite3.connect(path)

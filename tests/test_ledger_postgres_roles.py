@@ -1,0 +1,40 @@
+"""A team PostgreSQL ledger read by a role that may only SELECT (a dashboard, an auditor).
+
+Uses the throwaway server of test_postgres_ledger.py; skips where PostgreSQL cannot start.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from ledger_records import make_record
+
+pytest.importorskip("sqlalchemy", reason="the PostgreSQL ledger needs SQLAlchemy")
+pytest.importorskip("psycopg", reason="the PostgreSQL ledger needs psycopg 3")
+
+from test_postgres_ledger import postgres_url  # noqa: E402,F401  (the server fixture)
+
+from carbon_callbacks.ledger import Ledger  # noqa: E402
+
+
+def test_a_role_that_may_only_select_can_read_the_ledger(postgres_url: str) -> None:  # noqa: F811
+    import sqlalchemy
+
+    writer = Ledger.open(postgres_url)
+    run_id = writer.start_run({"project": "read-only-audit"})
+    writer.add_epoch(run_id, make_record(0))
+    writer.close()
+
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(sqlalchemy.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+    engine.dispose()
+
+    reader = Ledger.open(postgres_url.replace("postgres@", f"{role}@", 1))
+    [run] = [r for r in reader.runs() if r.run_id == run_id]
+    assert run.project == "read-only-audit" and run.epochs == 1
+    assert reader.epochs(run_id) == [make_record(0)]
+    reader.close()
