@@ -255,3 +255,51 @@ def test_unreadable_counter_warns_once_with_the_fix_and_falls_back(tmp_path):
     fix = perm[0]
     assert "chmod a+r" in fix and "udev" in fix and "usermod -aG power" in fix
     assert "/sys%p/energy_uj" in fix
+
+
+def _open_cpu(root, monkeypatch, between=None) -> RaplSensor:
+    """Open a machine-scope cpu sensor; ``between`` runs in the pause between the two reads."""
+    from carbon_callbacks.sensors import rapl
+
+    if between is not None:
+        monkeypatch.setattr(rapl, "_pause", lambda seconds: between(), raising=False)
+    s = RaplSensor("cpu", root=root, scope="machine", vendor="amd")
+    s.open(0.0)
+    return s
+
+
+def test_mirrored_die_read_across_a_counter_update_is_still_counted_once(tmp_path, monkeypatch):
+    # The two dies show one counter, but the first read of die 1 came just after an update of
+    # 0.3 J that the read of die 0 missed: the values differ, the counter is the same.
+    t = FakePowercap(tmp_path)
+    die0 = t.add_zone("intel-rapl:0", "package-0-die-0", energy_uj=7_654_321)
+    die1 = t.add_zone("intel-rapl:1", "package-0-die-1", energy_uj=7_654_321 + 300_000)
+
+    def twenty_ms_later():  # both reads now after the same updates: 1.3 J in all
+        t.advance(die0, 1.3)
+        t.advance(die1, 1.0)
+
+    s = _open_cpu(tmp_path, monkeypatch, twenty_ms_later)
+    assert [z.name for z in s._zones] == ["package-0-die-0"]
+    assert "package-0-die-1 (intel-rapl:1) mirrors" in s.reason
+
+
+def test_distinct_dies_of_one_package_near_in_value_are_both_counted(tmp_path, monkeypatch):
+    t = FakePowercap(tmp_path)
+    die0 = t.add_zone("intel-rapl:0", "package-0-die-0", energy_uj=7_654_321)
+    die1 = t.add_zone("intel-rapl:1", "package-0-die-1", energy_uj=7_654_321 + 300_000)
+
+    def twenty_ms_later():  # one die busy, the other idle: not one counter
+        t.advance(die0, 2.0)
+        t.advance(die1, 0.1)
+
+    s = _open_cpu(tmp_path, monkeypatch, twenty_ms_later)
+    assert len(s._zones) == 2 and s.mirrors == []
+
+
+def test_equal_counters_of_two_packages_are_not_taken_for_mirrors(tmp_path, monkeypatch):
+    t = FakePowercap(tmp_path)
+    t.add_zone("intel-rapl:0", "package-0", energy_uj=1_000_000)
+    t.add_zone("intel-rapl:1", "package-1", energy_uj=1_000_000)
+    s = _open_cpu(tmp_path, monkeypatch)
+    assert [z.name for z in s._zones] == ["package-0", "package-1"]

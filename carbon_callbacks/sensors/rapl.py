@@ -6,7 +6,8 @@ used by the kernel for AMD Zen), ``amd-rapl:N`` and ``intel-rapl-mmio:N``. What 
 - each socket's ``package-N`` domain once (for cpu), each ``dram`` domain (for ram);
 - not ``psys`` (the whole platform, which already holds package and DRAM), not ``core`` or
   ``uncore`` (inside the package), not an MMIO zone or an AMD die that mirrors a package counter
-  already taken (same domain name, or the same counter value read at open);
+  already taken (same domain name, or, within one package, the same counter value and the
+  same increase over two reads ``MIRROR_CHECK_S`` apart at open);
 - wraparound through ``max_energy_range_uj``: the meter's thread reads at least twice per the
   shortest wrap time at the zone's largest plausible power, so no wrap goes unseen.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,6 +36,54 @@ from carbon_callbacks.sensors.ranges import (
 
 MAX_PLAUSIBLE_W = 1000.0
 """Power assumed for a zone without ``constraint_0_max_power_uw`` when timing reads for wraps."""
+
+MIRROR_CHECK_S = 0.02
+"""Seconds between the two reads at open that tell a mirrored counter from a distinct one."""
+
+MIRROR_CANDIDATE_UJ = 2_000_000
+"""Zones whose first reads differ by more than this are distinct without a second read: a
+mirror read a moment later differs by at most one counter update (about 1 ms of power)."""
+
+MIRROR_FLOOR_UJ = 1_000
+"""Slack on top of the relative tolerance, for idle counters (a few RAPL energy units)."""
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _package_of(zone: Zone) -> str:
+    """The package a zone belongs to: ``package-N`` from its name, else its socket number."""
+    m = re.match(r"package-\d+", zone.name)
+    if m:
+        return m.group(0)
+    n = re.search(r":(\d+)", zone.path.name)
+    return f"socket-{n.group(1)}" if n else zone.path.name
+
+
+def _may_mirror(z: Zone, k: Zone, rz: int, rk: int) -> bool:
+    """Whether two zones could show one counter, from one read of each."""
+    return (z.kind == k.kind and z.max_range_uj == k.max_range_uj and rz != 0 and rk != 0
+            and _package_of(z) == _package_of(k) and abs(rz - rk) <= MIRROR_CANDIDATE_UJ)
+
+
+def _is_mirror(z: Zone, k: Zone, first: tuple[int, int], second: tuple[int, int]) -> bool:
+    """Whether zones z and k show one counter, from two reads of each (``(z, k)`` raw values).
+
+    The two reads of a pair are made a moment apart, so a mirror can differ by one counter
+    update when the reads straddle it: values and increases must agree within a quarter of
+    the increase between the reads, not exactly.
+    """
+    dz = (second[0] - first[0]) % z.max_range_uj
+    dk = (second[1] - first[1]) % k.max_range_uj
+    tol = 0.25 * max(dz, dk) + MIRROR_FLOOR_UJ
+
+    def close(a: int, b: int) -> bool:
+        gap = abs(a - b)
+        return min(gap, z.max_range_uj - gap) <= tol  # either side of a wrap
+
+    return close(*first) and close(*second) and abs(dz - dk) <= tol
+
 
 _ZONE = re.compile(r"^(intel-rapl|amd-rapl|intel-rapl-mmio)((?::\d+)+)$")
 # MSR zones are preferred to MMIO ones that mirror them.
@@ -270,19 +320,25 @@ class RaplSensor(Sensor):
             what = "package" if self.component == "cpu" else "DRAM"
             raise SourceMissing(f"no RAPL {what} domain under {d.root}")
         raws = [read_energy_uj(z.path, self.root) for z in zones]
-        # AMD dies (and some MMIO zones) can show one socket's counter under several names:
-        # identical values at open on the same package number mean one counter.
-        kept: list[Zone] = []
-        kept_raw: list[int] = []
-        for z, r in zip(zones, raws, strict=True):
-            twin = next((k for k, kr in zip(kept, kept_raw, strict=True)
-                         if kr == r and k.max_range_uj == z.max_range_uj and r != 0
-                         and k.kind == z.kind), None)
+        # AMD dies (and some MMIO zones) can show one socket's counter under several names.
+        # Reads one after the other can straddle a counter update, so equal values are not
+        # required: near values now and the same increase a moment later, in one package.
+        pairs = {(i, j) for j in range(len(zones)) for i in range(j)
+                 if _may_mirror(zones[i], zones[j], raws[i], raws[j])}
+        again = raws
+        if pairs:  # only then the second read, so start() pays the pause only here
+            _pause(MIRROR_CHECK_S)
+            again = [read_energy_uj(z.path, self.root) for z in zones]
+        keep: list[int] = []
+        for j, z in enumerate(zones):
+            twin = next((i for i in keep if (i, j) in pairs and _is_mirror(
+                zones[i], z, (raws[i], raws[j]), (again[i], again[j]))), None)
             if twin is None:
-                kept.append(z)
-                kept_raw.append(r)
+                keep.append(j)
             else:
-                self.mirrors.append(f"{z.label} mirrors {twin.label}; counted once")
+                self.mirrors.append(f"{z.label} mirrors {zones[twin].label}; counted once")
+        kept = [zones[i] for i in keep]
+        kept_raw = [raws[i] for i in keep]  # the baseline is the first read, at ``now``
         self._zones = tuple(kept)
         self._last_raw = kept_raw
         self._uj = [0.0] * len(kept)
