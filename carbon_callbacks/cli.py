@@ -25,12 +25,14 @@ class CliError(Exception):
 
 
 def _ledger(args: argparse.Namespace) -> Any:
+    """The command's ledger; ``main`` closes it when the command ends, however it ends."""
     from carbon_callbacks.ledger import Ledger
 
     try:
-        return Ledger.open(args.ledger)
+        ledger = Ledger.open(args.ledger)
     except ValueError as exc:
         raise CliError(f"--ledger: {exc}") from exc
+    return args.resources.enter_context(ledger)
 
 
 def _runs_or_fail(ledger: Any, **filters: Any) -> list[Any]:
@@ -43,6 +45,16 @@ def _runs_or_fail(ledger: Any, **filters: Any) -> list[Any]:
             "run `carbon-callbacks demo`, or `carbon-callbacks import emissions.csv`"
         )
     return runs
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of runs, got {value}")
+    return value
 
 
 def _date(text: str) -> float:
@@ -105,7 +117,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     runs = _runs_or_fail(
         ledger, project=args.project, team=args.team, user=args.user, since=args.since
     )
-    if args.limit:
+    if args.limit is not None:
         runs = runs[-args.limit :]
     if args.format == "json":
         import json
@@ -247,18 +259,16 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from carbon_callbacks.ledger import export_csv, export_jsonl
+    from carbon_callbacks.ledger import export_csv, export_jsonl, select_runs
 
     ledger = _ledger(args)
-    _runs_or_fail(ledger)
-    if args.run:
-        for run_id in args.run:
-            ledger.run(run_id)  # unknown ids fail before anything is written
+    # One runs() query: every --run id is resolved against it before anything is written.
+    runs = select_runs(ledger, args.run or None, runs=_runs_or_fail(ledger))
     if args.output and args.output != "-":
         _check_writable(Path(args.output))
     writer = export_csv if args.format == "csv" else export_jsonl
     with _output(args.output) as fh:
-        n = writer(ledger, fh, args.run or None)
+        n = writer(ledger, fh, runs=runs)
     if args.output and args.output != "-":
         what = "epoch rows" if args.format == "csv" else "runs"
         print(f"{args.output}: {n} {what}", file=sys.stderr)
@@ -339,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_detect)
 
     p = sub.add_parser("runs", parents=[ledger_opt, fmt_opt, filt_opt], help="list runs")
-    p.add_argument("--limit", type=int, default=0, help="only the last N runs")
+    p.add_argument("--limit", type=_positive_int, default=None, help="only the last N runs")
     p.set_defaults(func=_cmd_runs)
 
     p = sub.add_parser(
@@ -420,7 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with contextlib.ExitStack() as args.resources:
+            return int(args.func(args) or 0)
     except (CliError, LedgerError) as exc:
         print(f"carbon-callbacks: error: {exc}", file=sys.stderr)
         return 2

@@ -265,75 +265,76 @@ def run_demo(
     if intensity is None and not any(os.environ.get(v) for v in ENV_VARS):
         intensity = "WORLD"  # the demo says so below instead of warning
     source = resolve(intensity)
-    ledger_obj = Ledger.open(ledger)
-    out.write(
-        f"carbon-callbacks demo: MLP on sklearn digits, Lightning, CPU, up to {epochs} epochs\n"
-        f"intensity: {source} (choose yours with --intensity FR or CARBON_CALLBACKS_ZONE)\n"
-    )
-    import lightning.pytorch  # noqa: F401 - creates its loggers, so they can be quietened
+    # Closed however the demo ends (an interrupted fit included).
+    with Ledger.open(ledger) as ledger_obj:
+        out.write(
+            f"carbon-callbacks demo: MLP on sklearn digits, Lightning, CPU, up to {epochs} epochs\n"
+            f"intensity: {source} (choose yours with --intensity FR or CARBON_CALLBACKS_ZONE)\n"
+        )
+        import lightning.pytorch  # noqa: F401 - creates its loggers, so they can be quietened
 
-    # Lightning's banner lines (GPU available, tips, "fit stopped") would bury the demo's output.
-    quiet = [
-        name
-        for name in list(logging.root.manager.loggerDict)
-        if name.split(".")[0] in ("lightning", "lightning_fabric", "pytorch_lightning")
-    ]
-    levels = {name: logging.getLogger(name).level for name in quiet}
-    try:
-        for name in quiet:
-            logging.getLogger(name).setLevel(logging.WARNING)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*deterministic.*")
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            full_cb = _fit(
-                "to max_epochs", epochs=epochs, policy=None, intensity=source,
-                ledger=ledger_obj, samples=samples, seed=seed, out=out, progress=progress,
-            )  # fmt: skip
-            full = tuple(full_cb.records)
-            # The threshold: MIN_GAIN_PER_EPOCH of accuracy for the typical epoch's CO2e here.
-            per_epoch_kg = _median([r.co2_g for r in full[1:]] or [r.co2_g for r in full]) / 1e3
-            min_gain_per_kg = MIN_GAIN_PER_EPOCH / per_epoch_kg if per_epoch_kg > 0 else 0.0
-            policy = MarginalGain(
-                MONITOR, mode="max", min_gain_per_kg=min_gain_per_kg, window=window,
-                patience=patience,
-            )  # fmt: skip
-            aware_cb = _fit(
-                "carbon-aware", epochs=epochs, policy=policy, intensity=source,
-                ledger=ledger_obj, samples=samples, seed=seed, out=out, progress=progress,
-            )  # fmt: skip
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-    aware = tuple(aware_cb.records)
-    decision = aware_cb.tracker.stop_decision
-    stopped = bool(decision and decision.stop)
-    reason = decision.reason if stopped else ""
+        # Lightning's banner lines (GPU available, tips, "fit stopped") would bury the
+        # demo's output.
+        quiet = [
+            name
+            for name in list(logging.root.manager.loggerDict)
+            if name.split(".")[0] in ("lightning", "lightning_fabric", "pytorch_lightning")
+        ]
+        levels = {name: logging.getLogger(name).level for name in quiet}
+        try:
+            for name in quiet:
+                logging.getLogger(name).setLevel(logging.WARNING)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+                warnings.filterwarnings("ignore", message=".*deterministic.*")
+                warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+                full_cb = _fit(
+                    "to max_epochs", epochs=epochs, policy=None, intensity=source,
+                    ledger=ledger_obj, samples=samples, seed=seed, out=out, progress=progress,
+                )  # fmt: skip
+                full = tuple(full_cb.records)
+                # The threshold: MIN_GAIN_PER_EPOCH of accuracy for the typical epoch's CO2e here.
+                per_epoch_kg = _median([r.co2_g for r in full[1:]] or [r.co2_g for r in full]) / 1e3
+                min_gain_per_kg = MIN_GAIN_PER_EPOCH / per_epoch_kg if per_epoch_kg > 0 else 0.0
+                policy = MarginalGain(
+                    MONITOR, mode="max", min_gain_per_kg=min_gain_per_kg, window=window,
+                    patience=patience,
+                )  # fmt: skip
+                aware_cb = _fit(
+                    "carbon-aware", epochs=epochs, policy=policy, intensity=source,
+                    ledger=ledger_obj, samples=samples, seed=seed, out=out, progress=progress,
+                )  # fmt: skip
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+        aware = tuple(aware_cb.records)
+        decision = aware_cb.tracker.stop_decision
+        stopped = bool(decision and decision.stop)
+        reason = decision.reason if stopped else ""
 
-    out_dir = Path(output_dir)
-    plot_path = plot_run(
-        aware,
-        out_dir / "carbon-demo.png",
-        monitor=MONITOR,
-        stopped_early=stopped,
-        stop_reason=reason,
-        baseline=full,
-        label="carbon-aware run",
-        title=f"carbon-callbacks demo: digits MLP, {source}",
-    )
-    result = DemoResult(
-        full_run_id=full_cb.tracker.run_id,
-        aware_run_id=aware_cb.tracker.run_id,
-        full=full,
-        aware=aware,
-        stopped=stopped,
-        stop_reason=reason,
-        min_gain_per_kg=min_gain_per_kg,
-        plot_path=plot_path,
-        ledger=ledger_obj.label,
-        seconds=time.perf_counter() - t0,
-    )
-    ledger_obj.close()
+        out_dir = Path(output_dir)
+        plot_path = plot_run(
+            aware,
+            out_dir / "carbon-demo.png",
+            monitor=MONITOR,
+            stopped_early=stopped,
+            stop_reason=reason,
+            baseline=full,
+            label="carbon-aware run",
+            title=f"carbon-callbacks demo: digits MLP, {source}",
+        )
+        result = DemoResult(
+            full_run_id=full_cb.tracker.run_id,
+            aware_run_id=aware_cb.tracker.run_id,
+            full=full,
+            aware=aware,
+            stopped=stopped,
+            stop_reason=reason,
+            min_gain_per_kg=min_gain_per_kg,
+            plot_path=plot_path,
+            ledger=ledger_obj.label,
+            seconds=time.perf_counter() - t0,
+        )
 
     # ------------------------------------------------------------------ the printout
     gains = gains_per_kg(list(full), MONITOR, "max")

@@ -1005,6 +1005,9 @@ class Ledger:
             end_wall: when it ended (default now).
         """
         self._write(self._end_op(run_id, stopped_early, stop_reason, end_wall))
+        with self._lock:
+            # The run takes no more epochs: a long-lived ledger (a sweep) keeps nothing per run.
+            self._positions.pop(run_id, None)
 
     def _end_op(
         self, run_id: str, stopped_early: bool, stop_reason: str, end_wall: float | None
@@ -1295,20 +1298,7 @@ class Ledger:
         Raises:
             LedgerError: if no run (or more than one) matches.
         """
-        runs = self.runs()
-        exact = [r for r in runs if r.run_id == run_id]
-        if exact:
-            return exact[0]
-        matches = [r for r in runs if r.run_id.startswith(run_id)] if run_id else []
-        if len(matches) == 1:
-            return matches[0]
-        if not runs:
-            raise LedgerError(f"the ledger {self.label} holds no runs yet")
-        if matches:
-            raise LedgerError(
-                f"run id {run_id!r} is ambiguous ({len(matches)} runs); give more of it"
-            )
-        raise LedgerError(f"no run {run_id!r} in {self.label}; `carbon-callbacks runs` lists them")
+        return _match_run(self.runs(), run_id, self.label)
 
     def epochs(self, run_id: str) -> list[EpochRecord]:
         """The run's epoch records in the order they ended.
@@ -1338,6 +1328,50 @@ class Ledger:
 
     def __repr__(self) -> str:
         return f"Ledger({self.label!r})"
+
+
+def _match_run(runs: Sequence[RunInfo], run_id: str, label: str) -> RunInfo:
+    """The run with this id, else the only one it is a prefix of."""
+    exact = [r for r in runs if r.run_id == run_id]
+    if exact:
+        return exact[0]
+    matches = [r for r in runs if r.run_id.startswith(run_id)] if run_id else []
+    if len(matches) == 1:
+        return matches[0]
+    if not runs:
+        raise LedgerError(f"the ledger {label} holds no runs yet")
+    if matches:
+        raise LedgerError(f"run id {run_id!r} is ambiguous ({len(matches)} runs); give more of it")
+    raise LedgerError(f"no run {run_id!r} in {label}; `carbon-callbacks runs` lists them")
+
+
+def select_runs(
+    ledger: Ledger,
+    run_ids: Sequence[str] | None = None,
+    *,
+    runs: Sequence[RunInfo] | None = None,
+) -> list[RunInfo]:
+    """The runs named by ``run_ids`` (ids or unique prefixes), oldest first; all when None.
+
+    Every id is resolved against one ``runs()`` query (or the given ``runs``), so an unknown
+    id fails before anything is written.
+
+    Args:
+        ledger: the ledger.
+        run_ids: run ids or unique prefixes; None for every run.
+        runs: the ledger's runs when the caller already has them.
+
+    Returns:
+        The selected runs.
+
+    Raises:
+        LedgerError: for an unknown or ambiguous id.
+    """
+    runs = list(ledger.runs() if runs is None else runs)
+    if run_ids is None:
+        return runs
+    wanted = {_match_run(runs, r, ledger.label).run_id for r in run_ids}
+    return [r for r in runs if r.run_id in wanted]
 
 
 def _warn_once(key: tuple[str, str], msg: str, *args: Any) -> None:
@@ -1610,19 +1644,29 @@ def import_files(ledger: Ledger, paths: Iterable[str | os.PathLike[str]]) -> dic
     return counts
 
 
-def export_jsonl(ledger: Ledger, fh: Any, run_ids: Sequence[str] | None = None) -> int:
+def export_jsonl(
+    ledger: Ledger,
+    fh: Any,
+    run_ids: Sequence[str] | None = None,
+    *,
+    runs: Sequence[RunInfo] | None = None,
+) -> int:
     """Write runs and their epochs as JSON lines (``type`` = ``run`` or ``epoch``).
 
     Epoch lines carry their row ``uid``, so importing a later export of the same run adds
     only the epochs that are new.
 
+    Args:
+        ledger: the ledger.
+        fh: a text file open for writing.
+        run_ids: only these runs (ids or unique prefixes); None for all.
+        runs: the runs to write, already chosen with ``select_runs`` (then ``run_ids`` is
+            not used).
+
     Returns:
         How many runs were written.
     """
-    runs = ledger.runs()
-    if run_ids is not None:
-        wanted = {ledger.run(r).run_id for r in run_ids}
-        runs = [r for r in runs if r.run_id in wanted]
+    runs = select_runs(ledger, run_ids) if runs is None else list(runs)
     for run in runs:
         fh.write(json.dumps({"type": "run", **run.to_dict()}, default=str) + "\n")
         for uid, rec in ledger._epochs_with_uids(run.run_id):
@@ -1631,17 +1675,21 @@ def export_jsonl(ledger: Ledger, fh: Any, run_ids: Sequence[str] | None = None) 
     return len(runs)
 
 
-def export_csv(ledger: Ledger, fh: Any, run_ids: Sequence[str] | None = None) -> int:
+def export_csv(
+    ledger: Ledger,
+    fh: Any,
+    run_ids: Sequence[str] | None = None,
+    *,
+    runs: Sequence[RunInfo] | None = None,
+) -> int:
     """Write one CSV row per epoch record, with its run's project, team, user and framework.
 
-    Metrics become ``metric:NAME`` columns. Returns how many epoch rows were written.
+    Metrics become ``metric:NAME`` columns. ``run_ids`` and ``runs`` choose runs as for
+    ``export_jsonl``. Returns how many epoch rows were written.
     """
     import csv
 
-    runs = ledger.runs()
-    if run_ids is not None:
-        wanted = {ledger.run(r).run_id for r in run_ids}
-        runs = [r for r in runs if r.run_id in wanted]
+    runs = select_runs(ledger, run_ids) if runs is None else list(runs)
     rows = []
     metric_names: set[str] = set()
     for run in runs:

@@ -212,3 +212,93 @@ def test_help_lists_every_subcommand() -> None:
         "spool", "demo",
     ):  # fmt: skip
         assert cmd in proc.stdout
+
+
+# --------------------------------------------------------------------------- resources
+
+
+@pytest.fixture
+def ledger_calls(monkeypatch) -> dict[str, list]:
+    """Which ledgers the CLI opened and closed, and how often it ran the runs() query."""
+    calls: dict[str, list] = {"opened": [], "closed": [], "runs": []}
+    real_init, real_close, real_runs = Ledger.__init__, Ledger.close, Ledger.runs
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        calls["opened"].append(self)
+
+    def close(self):
+        calls["closed"].append(self)
+        real_close(self)
+
+    def runs(self, **k):
+        calls["runs"].append(k)
+        return real_runs(self, **k)
+
+    monkeypatch.setattr(Ledger, "__init__", init)
+    monkeypatch.setattr(Ledger, "close", close)
+    monkeypatch.setattr(Ledger, "runs", runs)
+    return calls
+
+
+@pytest.mark.parametrize("cmd", ["runs", "report", "show", "export", "spool", "import"])
+def test_every_command_closes_its_ledger_even_when_it_fails(
+    filled, tmp_path: Path, ledger_calls, cmd: str
+) -> None:
+    path, run_id = filled
+    args = {
+        "runs": ["runs"],
+        "report": ["report"],
+        "show": ["show", "no-such-run"],  # fails after opening the ledger
+        "export": ["export", "--run", "no-such-run"],
+        "spool": ["spool", "flush"],
+        "import": ["import", str(tmp_path / "missing.csv")],
+    }[cmd]
+    main([*args, "--ledger", str(path)])
+    assert ledger_calls["opened"] and ledger_calls["closed"] == ledger_calls["opened"]
+
+
+def test_demo_closes_its_ledger_when_training_is_interrupted(
+    tmp_path: Path, ledger_calls, monkeypatch
+) -> None:
+    pytest.importorskip("lightning", reason="the demo trains with Lightning")
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("carbon_callbacks.demo._fit", interrupted)
+    code = main(["demo", "--ledger", str(tmp_path / "l.sqlite"), "--output-dir", str(tmp_path)])
+    assert code == 130
+    assert len(ledger_calls["opened"]) == 1
+    assert ledger_calls["closed"] == ledger_calls["opened"]
+
+
+def test_export_of_chosen_runs_reads_the_run_list_once(filled, ledger_calls, capsys) -> None:
+    path, run_id = filled
+    ledger = Ledger.open(path)
+    other = ledger.start_run({"project": "other"})
+    ledger.add_epoch(other, make_record(0))
+    ledger.close()
+    ledger_calls["runs"].clear()
+    assert main(["export", "--ledger", str(path), "--run", run_id[:6], "--run", other]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert {x["run_id"] for x in lines if x["type"] == "run"} == {run_id, other}
+    assert sum(x["type"] == "epoch" for x in lines) == 6
+    assert len(ledger_calls["runs"]) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_runs_limit_must_be_positive(filled, value: str) -> None:
+    path, _ = filled
+    proc = _cli("runs", "--ledger", str(path), "--limit", value)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--limit" in proc.stderr and "positive" in proc.stderr
+
+
+def test_runs_limit_keeps_the_last_runs(filled, capsys) -> None:
+    path, first = filled
+    ledger = Ledger.open(path)
+    second = ledger.start_run({"project": "later"})
+    ledger.close()
+    assert main(["runs", "--ledger", str(path), "--limit", "1", "--format", "json"]) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == [second]

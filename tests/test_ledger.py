@@ -261,3 +261,14 @@ def test_energy_meter_window_is_recorded_as_a_run(tmp_path: Path) -> None:
     assert rec.cpu_energy_kwh == pytest.approx(0.001) and rec.ram_energy_kwh == pytest.approx(1e-4)
     assert rec.co2_g == pytest.approx(0.55) and rec.power_w == pytest.approx(39.6)
     assert rec.methods == {"cpu": "model", "ram": "model"}
+
+
+def test_a_long_lived_ledger_keeps_nothing_per_ended_run(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "l.sqlite")
+    for _ in range(50):  # a sweep: many short runs through one ledger object
+        run_id = ledger.start_run({})
+        ledger.add_epoch(run_id, make_record(0))
+        ledger.add_epoch(run_id, make_record(1))
+        ledger.end_run(run_id)
+    assert ledger._positions == {}
+    assert [e.epoch for e in ledger.epochs(run_id)] == [0, 1]
