@@ -525,6 +525,7 @@ class _SqlAlchemyStore:
             DataError,
             DBAPIError,
             IntegrityError,
+            ProgrammingError,
             SQLAlchemyError,
             StatementError,
         )
@@ -534,8 +535,18 @@ class _SqlAlchemyStore:
                 return fn(conn)
         except SQLAlchemyError as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            rejected = isinstance(exc, (IntegrityError, DataError)) or (
-                isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
+            orig = getattr(exc, "orig", None)
+            rejected = (
+                isinstance(exc, (IntegrityError, DataError))
+                # Not sent at all: SQLAlchemy or the driver could not bind a value (a driver
+                # error with no SQLSTATE never reached the server).
+                or (isinstance(exc, StatementError) and not isinstance(exc, DBAPIError))
+                or (
+                    isinstance(exc, ProgrammingError)
+                    and orig is not None
+                    and hasattr(orig, "sqlstate")
+                    and orig.sqlstate is None
+                )
             )
             if rejected:
                 msg = f"ledger database {self.label} refused a row ({reason})"

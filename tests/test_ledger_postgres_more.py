@@ -1,11 +1,14 @@
-"""A team PostgreSQL ledger read by a role that may only SELECT (a dashboard, an auditor).
+"""A team PostgreSQL ledger: read by a role that may only SELECT, and spooled rows it refuses.
 
 Uses the throwaway server of test_postgres_ledger.py; skips where PostgreSQL cannot start.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
+from pathlib import Path
 
 import pytest
 from ledger_records import make_record
@@ -38,3 +41,27 @@ def test_a_role_that_may_only_select_can_read_the_ledger(postgres_url: str) -> N
     assert run.project == "read-only-audit" and run.epochs == 1
     assert reader.epochs(run_id) == [make_record(0)]
     reader.close()
+
+
+def test_spooled_rows_postgresql_refuses_are_set_aside(
+    postgres_url: str,  # noqa: F811
+    tmp_path: Path,
+    caplog,
+) -> None:
+    ledger = Ledger.open(postgres_url, spool=tmp_path / "s.jsonl")
+    run_id = ledger.start_run({"project": "pg-reject"})
+    no_run = ledger._epoch_op(run_id, make_record(0))
+    no_run["row"]["run_id"] = None  # NOT NULL: refused by the server
+    not_a_value = ledger._epoch_op(run_id, make_record(1))
+    not_a_value["row"]["metrics"] = {"val_acc": 0.5}  # a mapping: refused by the driver
+    good = ledger._epoch_op(run_id, make_record(2))
+    ledger.spool_path.write_text(
+        "".join(json.dumps(op) + "\n" for op in (no_run, not_a_value, good))
+    )
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.ledger"):
+        ledger.add_epoch(run_id, make_record(3))
+    assert [e.epoch for e in ledger.epochs(run_id)] == [2, 3]
+    assert ledger.spooled() == 0
+    rejected = [json.loads(x) for x in (tmp_path / "s.rejected.jsonl").read_text().splitlines()]
+    assert rejected == [no_run, not_a_value]
+    ledger.close()
