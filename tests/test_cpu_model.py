@@ -207,3 +207,22 @@ def test_cpu_model_keeps_the_last_share_when_no_tick_passed(monkeypatch):
     assert j1 == pytest.approx(100.0 * load_fraction(1.0) * 0.5)
     j2 = sensor.totals(2.0).joules  # no tick at all in this second
     assert j2 - j1 == pytest.approx(100.0 * load_fraction(0.0) * 0.5)
+
+
+def test_a_child_found_after_open_counts_in_full_whatever_its_create_time(monkeypatch):
+    # create_time has clock-tick granularity, so a child started just after open() can look
+    # older than open(); it must still count from its start, not from when it was found.
+    import psutil
+
+    tree = ProcessTree()
+    tree.open()
+    before = tree.cpu_seconds()
+    monkeypatch.setattr(psutil.Process, "create_time", lambda self: 0.0)
+    child = _burn(0.4, local_rank="0")
+    time.sleep(0.25)  # found well into its run
+    tree.refresh(force=True)
+    assert child.pid in tree._procs
+    while child.poll() is None:
+        tree.cpu_seconds()
+        time.sleep(0.05)
+    assert tree.cpu_seconds() - before >= 0.38

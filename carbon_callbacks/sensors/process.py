@@ -70,7 +70,7 @@ class ProcessTree:
         self._base: dict[int, float] = {}
         self._carried = 0.0
         self._last = 0.0
-        self._opened_wall = 0.0
+        self._opening = False
         self._refreshed = -1e18
         self._read_at = -1e18
         self._open_key: float | None = None
@@ -97,13 +97,19 @@ class ProcessTree:
                 self._root = psutil.Process(self.pid)
         self.generation += 1
         self._read_at = -1e18
-        self._opened_wall = time.time()
         self._procs = {self.pid: self._root}
         self._base = {self.pid: self._contribution(self._root)}
         self._carried = 0.0
         self._last = 0.0
         self._foreign = {}
-        self.refresh(force=True)
+        # Every child alive now is found by this scan and counts from now on; any child found
+        # by a later scan therefore started after open() and counts from its start. (Comparing
+        # create_time with the clock misjudged children started within one clock tick of open.)
+        self._opening = True
+        try:
+            self.refresh(force=True)
+        finally:
+            self._opening = False
 
     def open_at(self, now: float) -> None:
         """Open, unless already opened for this same ``now``.
@@ -142,8 +148,7 @@ class ProcessTree:
                     pass
                 continue
             try:
-                # Started after open: all its time is ours. Older: count from now on.
-                base = 0.0 if k.create_time() >= self._opened_wall else self._contribution(k)
+                base = self._contribution(k) if self._opening else 0.0
             except psutil.Error:
                 continue
             self._procs[k.pid] = k
