@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv postgres demo test bench lint clean
 
 venv: $(STAMP)
 
@@ -19,7 +19,16 @@ $(STAMP): pyproject.toml constraints-dev.txt
 demo: venv
 	$(BIN)/carbon-callbacks demo
 
-test: venv
+# The team-ledger tests run against a real PostgreSQL server from Debian's packages. Best effort
+# (root with apt-get): where it cannot be installed those tests skip and say why.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+	    && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	    || echo "make: could not install postgresql; the PostgreSQL ledger tests will skip" >&2; \
+	fi
+
+test: venv postgres
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
