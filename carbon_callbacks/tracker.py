@@ -751,6 +751,13 @@ class EpochTracker:
             metadata={"framework": self.framework, **self.metadata},
         )
 
+    def warn_once(self, cause: str, message: str, *args: Any) -> None:
+        """Log a warning the first time ``cause`` fails in this tracker, and never again.
+
+        Adapters use it for failures that must not end training (a logger refusing our keys).
+        """
+        self._warn(cause, message, *args)
+
     def _warn(self, cause: str, message: str, *args: Any) -> None:
         if cause in self._warned:
             return

@@ -19,17 +19,19 @@ __all__ = ["CarbonCallback"]
 
 
 class CarbonCallback(LightningCarbonMixin, pl.Callback):
-    """Logs each epoch's energy and CO2e through ``pl_module.log`` and stops on a carbon policy.
+    """Logs each epoch's energy and CO2e to Lightning's loggers and stops on a carbon policy.
 
     At every training epoch end (after validation) it logs ``energy_kwh``, ``energy_kwh_total``,
     ``co2_g``, ``co2_g_total``, ``power_w``, ``cpu_energy_kwh``, ``gpu_energy_kwh``,
-    ``ram_energy_kwh``, ``intensity_g_per_kwh`` and ``eval_energy_kwh`` (each with ``prefix``),
-    so they reach ``trainer.callback_metrics`` (``EarlyStopping``/``ModelCheckpoint`` can
-    monitor ``co2_g_total``) and every logger. Each epoch's window runs from the previous epoch's
-    end, so the epochs add up to the run, validation and sanity checks included. Under DDP each
-    rank measures its own process and devices and the logged values are the sum over ranks; the
-    stop decision is agreed by all ranks and the ledger is written by rank 0 only. Totals are
-    saved in checkpoints, so ``fit(ckpt_path=...)`` continues them.
+    ``ram_energy_kwh``, ``intensity_g_per_kwh`` and ``eval_energy_kwh`` (each with ``prefix``), into
+    ``trainer.callback_metrics`` (``EarlyStopping``/``ModelCheckpoint`` can monitor
+    ``co2_g_total``), ``trainer.logged_metrics`` and every logger, one row per epoch at the step of
+    Lightning's own epoch-end row (as ``pl_module.log(on_epoch=True)`` would, without making
+    Lightning scan ten more keys after every batch). Each epoch's window runs from the previous
+    epoch's end, so the epochs add up to the run, validation and sanity checks included. Under DDP
+    each rank measures its own process and devices and the logged values are the sum over ranks; the
+    stop decision is agreed by all ranks and the ledger is written by rank 0 only. Totals are saved
+    in checkpoints, so ``fit(ckpt_path=...)`` continues them.
 
     Args:
         intensity: gCO2e/kWh as a number, a country/zone/cloud-region code (``"FR"``,

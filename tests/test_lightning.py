@@ -96,7 +96,8 @@ def test_csv_logger_has_every_key_for_every_epoch_and_epochs_add_up(tmp_path):
         assert float(row["co2_g"]) == pytest.approx(float(row["energy_kwh"]) * INTENSITY, rel=1e-5)
         assert 0 < float(row["eval_energy_kwh"]) < float(row["energy_kwh"])
     per_epoch = sum(float(r["energy_kwh"]) for r in rows)
-    assert per_epoch == pytest.approx(float(rows[-1]["energy_kwh_total"]), rel=1e-3)
+    # The loggers get the float64 values (not float32 tensors): the sum holds to rounding.
+    assert per_epoch == pytest.approx(float(rows[-1]["energy_kwh_total"]), rel=1e-9)
     # Independent of the logged totals: one meter window over the whole run.
     assert per_epoch == pytest.approx(carbon.tracker.run_window().kwh, rel=1e-3)
     assert carbon.records[-1].metric("val_acc") is not None
@@ -291,3 +292,59 @@ def test_a_study_co2_budget_stops_optimize_after_real_lightning_trials(tmp_path)
     assert len(study.trials) == 1
     assert trial_co2_g(study.trials[0]) == pytest.approx(totals[0]) and totals[0] > 1e-12
     assert study_co2_g(study) == pytest.approx(sum(totals))
+
+
+def test_the_keys_share_lightnings_epoch_row_step_and_stay_out_of_its_per_batch_results(tmp_path):
+    class EpochLogged(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(8, 2)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            loss = torch.nn.functional.cross_entropy(self.layer(x), y)
+            self.log("train_loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    carbon = CarbonCallback(intensity=INTENSITY)
+    trainer = pl.Trainer(
+        max_epochs=3, callbacks=[carbon], logger=pl.loggers.CSVLogger(tmp_path, name="run"),
+        accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    train, _ = loaders()
+    trainer.fit(EpochLogged(), train)
+    with open(f"{trainer.logger.log_dir}/metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    ours = [(r["epoch"], r["step"]) for r in rows if r["co2_g"]]
+    lightnings = [(r["epoch"], r["step"]) for r in rows if r["train_loss"]]
+    assert ours == lightnings == [("0", "3"), ("1", "7"), ("2", "11")]
+    # Lightning scans every key of its training results after each batch; ours are not there.
+    logged = {k.split(".")[-1] for k in trainer.fit_loop.epoch_loop._results}
+    assert "train_loss" in logged and not logged & set(LOG_KEYS)
+    # ...yet they are where pl_module.log would have put them.
+    assert set(LOG_KEYS) <= set(trainer.callback_metrics) and set(LOG_KEYS) <= set(
+        trainer.logged_metrics)
+
+
+class BrokenLogger(pl.loggers.CSVLogger):
+    def log_metrics(self, metrics, step=None):
+        if "co2_g" in metrics:
+            raise OSError("disk full")
+        return super().log_metrics(metrics, step)
+
+
+def test_a_logger_that_fails_on_our_keys_warns_once_and_training_finishes(tmp_path, caplog):
+    early = pl.callbacks.EarlyStopping(monitor="co2_g_total", mode="min", patience=10)
+    carbon = CarbonCallback(intensity=INTENSITY)
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracker"):
+        trainer = fit(tmp_path, [carbon, early], max_epochs=3,
+                      logger=BrokenLogger(tmp_path / "logs", name="run"))
+    assert trainer.current_epoch == 3 and len(carbon.records) == 3
+    failures = [r.getMessage() for r in caplog.records if "BrokenLogger" in r.getMessage()]
+    assert len(failures) == 1 and "disk full" in failures[0]
+    # EarlyStopping still read the value from callback_metrics.
+    assert early.best_score.item() == pytest.approx(carbon.records[0].co2_g_total, rel=1e-9)
