@@ -226,3 +226,38 @@ def test_a_child_found_after_open_counts_in_full_whatever_its_create_time(monkey
         tree.cpu_seconds()
         time.sleep(0.05)
     assert tree.cpu_seconds() - before >= 0.38
+
+
+def _lookup_by_table(model_name: str) -> tuple[str, float] | None:
+    """The lookup as first written, over the fully parsed table: the reference."""
+    from carbon_callbacks.sensors.cpu_model import _tokens, tdp_table
+
+    toks, table, best = _tokens(model_name), tdp_table(), None
+    for i in range(len(toks)):
+        for j in range(len(toks), i, -1):
+            cand = " ".join(toks[i:j])
+            if (best is None or len(cand) > len(best[0])) and cand in table:
+                if any(c.isdigit() for c in cand):
+                    best = (cand, table[cand])
+                break
+    return best
+
+
+def test_lookup_without_parsing_the_table_agrees_with_the_parsed_table_on_every_row():
+    from carbon_callbacks.sensors.cpu_model import _tdp_of, tdp_table
+
+    table = tdp_table()
+    assert len(table) > 4000
+    for name, tdp in table.items():
+        assert _tdp_of(name) == tdp, name  # quoted rows (names with commas) included
+    names = [f"Intel(R) {n.title()} CPU @ 2.40GHz" for n in list(table)[::7]]
+    names += [
+        "Intel(R) Xeon(R) Gold 6148 CPU @ 2.40GHz",
+        "AMD EPYC 7763 64-Core Processor",
+        "AMD Ryzen 7 5800X 8-Core Processor",
+        "Intel(R) Xeon(R) Processor",
+        "Intel Core i5+8400 (9M Cache, up to 4.00 GHz) includes Intel Optane Memory",
+    ]
+    for name in names:
+        assert lookup_tdp(name) == _lookup_by_table(name), name
+    assert _tdp_of("no such cpu 123") is None
