@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from carbon_callbacks.detect import build_sensors
 from carbon_callbacks.records import METHOD_RANK, ComponentEnergy, Reading, Window
 from carbon_callbacks.sensors.base import FallbackChain, Sensor, Totals, monotonic
 
@@ -112,8 +113,6 @@ class EnergyMeter:
             self._chains = [s if isinstance(s, FallbackChain) else FallbackChain([s])
                             for s in sensors]
         else:
-            from carbon_callbacks.detect import build_sensors
-
             self._chains = build_sensors(
                 scope=scope, gpu_ids=self.gpu_ids, rapl_root=self.rapl_root, nvml=nvml,
                 interval=self.interval,

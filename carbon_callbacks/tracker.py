@@ -23,6 +23,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+# The meter, ledger and intensity modules are imported here, with the adapter, not in the
+# training loop's first hook: `import carbon_callbacks` alone stays light (it loads none of
+# them), and an adapter's hooks do only per-fit work.
+from carbon_callbacks.intensity import check_pue, emissions, resolve
+from carbon_callbacks.ledger import Ledger
+from carbon_callbacks.meter import EnergyMeter
 from carbon_callbacks.policies import CONTINUE, Decision
 from carbon_callbacks.records import (
     JOULES_PER_KWH,
@@ -108,8 +114,6 @@ def _open_ledger(ledger: Any) -> tuple[Any, bool]:
     if ledger is False:
         return None, False
     if ledger is None or isinstance(ledger, (str, os.PathLike)):
-        from carbon_callbacks.ledger import Ledger
-
         return Ledger.open(ledger), True
     return ledger, False
 
@@ -211,8 +215,6 @@ class EpochTracker:
             )
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
-        from carbon_callbacks.intensity import check_pue, resolve
-
         self.pue = check_pue(pue)
         self.source = resolve(intensity)
         self.policy = policy
@@ -403,8 +405,6 @@ class EpochTracker:
     def _start_meter(self) -> None:
         try:
             if self._meter is None:
-                from carbon_callbacks.meter import EnergyMeter
-
                 self._meter = EnergyMeter()
             if not getattr(self._meter, "running", False):
                 self._meter.start()
@@ -534,8 +534,6 @@ class EpochTracker:
         joules = window.joules
         co2 = co2_low = co2_high = 0.0
         try:
-            from carbon_callbacks.intensity import emissions
-
             e = emissions(window, self.source, self.pue)
             co2, co2_low, co2_high = e.g, e.low, e.high
             self._last_intensity = (e.intensity_g_per_kwh, e.provenance)
