@@ -348,3 +348,21 @@ def test_a_logger_that_fails_on_our_keys_warns_once_and_training_finishes(tmp_pa
     assert len(failures) == 1 and "disk full" in failures[0]
     # EarlyStopping still read the value from callback_metrics.
     assert early.best_score.item() == pytest.approx(carbon.records[0].co2_g_total, rel=1e-9)
+
+
+def test_lightning_does_not_call_the_per_batch_hooks_the_callback_has_no_use_for(tmp_path):
+    # Lightning times each callback hook call under "[Callback]<state_key>.<hook>".
+    profiler = pl.profilers.SimpleProfiler()
+    carbon = CarbonCallback(intensity=INTENSITY)
+    trainer = pl.Trainer(
+        max_epochs=2, callbacks=[carbon], logger=False, profiler=profiler, accelerator="cpu",
+        devices=1, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, default_root_dir=tmp_path,
+    )
+    train, val = loaders()
+    trainer.fit(tiny_module(pl.LightningModule), train, val)
+    ours = {name.split(".", 1)[1] for name in profiler.recorded_durations
+            if name.startswith(f"[Callback]{carbon.state_key}.")}
+    assert {"on_fit_start", "on_train_epoch_end", "on_validation_start"} <= ours
+    assert not {h for h in ours if "batch" in h or h.startswith(("on_before", "on_after"))}
+    assert len(carbon.records) == 2 and carbon.records[-1].energy_kwh > 0
