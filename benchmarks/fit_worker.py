@@ -1,11 +1,14 @@
-"""One small Lightning fit in a fresh process, with or without a tracker (run by bench_overhead.py).
+"""Small Lightning fits in a fresh process, with or without a tracker (run by bench_overhead.py).
 
-Usage: ``python fit_worker.py CONFIG OUT`` with CONFIG ``none``, ``ours`` (our
-``CarbonCallback(intensity="FR")`` with its defaults, ledger included), ``cc1``
-(CodeCarbon ``OfflineEmissionsTracker(measure_power_secs=1)`` started before ``fit()`` and
-stopped after) or ``ccdefault`` (the same with CodeCarbon's default interval). Every config
-imports the same modules before the clock starts; the timed span runs from constructing the
-tracker or callback to its stop, so each tool's whole cost to a job is inside it.
+Usage: ``python fit_worker.py CONFIG OUT [ROUND]`` with CONFIG ``none``, ``ours`` (our
+``CarbonCallback(intensity="FR")`` with its defaults, ledger included), ``cc1`` (CodeCarbon
+``OfflineEmissionsTracker(measure_power_secs=1)`` started before ``fit()`` and stopped after),
+``ccdefault`` (the same with CodeCarbon's default interval), or ``pair``: a cold no-tracker fit,
+then ``PAIRS`` pairs of a no-tracker fit and ours in this warm process, each in an order drawn from
+ROUND. Every config imports the same modules before the clock starts; the timed span runs from
+constructing the tracker or callback to its stop, so each tool's whole cost to a job, once imported,
+is inside it; each config imports its own tool first and records how long that took. OUT gets a JSON
+list with one result per fit.
 """
 
 from __future__ import annotations
@@ -13,14 +16,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import sys
 import tempfile
+import threading
 import time
 import warnings
 
 EPOCHS = 10
 SAMPLES = 25600
 BATCH = 64
+PAIRS = 2
+"""Pairs of (no tracker, ours) fits per ``pair`` process, after its cold no-tracker fit."""
 
 
 def timed(callback: object, into: dict[str, list[float]]) -> None:
@@ -32,6 +39,8 @@ def timed(callback: object, into: dict[str, list[float]]) -> None:
         if owner is None or not owner.__module__.startswith("carbon_callbacks"):
             continue
         method = getattr(callback, name)
+        if not callable(method):  # a hook set to None: Lightning skips it
+            continue
 
         def wrapper(*args, _method=method, _name=name, **kwargs):
             t = time.perf_counter()
@@ -43,8 +52,34 @@ def timed(callback: object, into: dict[str, list[float]]) -> None:
         setattr(callback, name, wrapper)
 
 
+def thread_cpu_s(prefix: str) -> float:
+    """CPU-seconds used so far by this process's threads whose name starts with ``prefix``.
+
+    Read from /proc/self/task/<tid>/schedstat (nanoseconds), else /proc/.../stat (clock ticks).
+    """
+    total = 0.0
+    for thread in threading.enumerate():
+        if not thread.name.startswith(prefix) or thread.native_id is None:
+            continue
+        task = f"/proc/self/task/{thread.native_id}"
+        try:
+            with open(f"{task}/schedstat") as f:
+                total += int(f.read().split()[0]) / 1e9
+                continue
+        except (OSError, ValueError, IndexError):
+            pass
+        try:
+            with open(f"{task}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def main() -> int:
     config, out = sys.argv[1], sys.argv[2]
+    order_seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     tmp = tempfile.mkdtemp(prefix="ccb_fit_")
     os.environ["CARBON_CALLBACKS_LEDGER"] = os.path.join(tmp, "ledger.sqlite")
     warnings.filterwarnings("ignore")
@@ -53,14 +88,34 @@ def main() -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     import lightning as L
     import torch
-    from codecarbon import OfflineEmissionsTracker
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from carbon_callbacks.integrations.lightning import CarbonCallback
+    # Both tools are imported in every config, the config's own tool first, so its import
+    # time (reported, not inside the timed span) is its own, not shared with the other's.
+    import_s: dict[str, float] = {}
 
-    torch.manual_seed(0)
+    def import_ours() -> type:
+        t = time.perf_counter()
+        from carbon_callbacks.integrations.lightning import CarbonCallback
+
+        import_s["ours"] = time.perf_counter() - t
+        return CarbonCallback
+
+    def import_codecarbon() -> type:
+        t = time.perf_counter()
+        from codecarbon import OfflineEmissionsTracker
+
+        import_s["codecarbon"] = time.perf_counter() - t
+        return OfflineEmissionsTracker
+
+    if config.startswith("cc"):
+        OfflineEmissionsTracker, CarbonCallback = import_codecarbon(), import_ours()
+    else:
+        CarbonCallback, OfflineEmissionsTracker = import_ours(), import_codecarbon()
+
     torch.set_num_threads(1)
+    torch.manual_seed(0)
     x = torch.randn(SAMPLES, 32)
     y = x[:, :1] * 0.5 + 0.1 * torch.randn(SAMPLES, 1)
     train = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True)
@@ -82,34 +137,69 @@ def main() -> int:
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.05)
 
-    model = Tiny()
-    hook_s: dict[str, list[float]] = {}
-    t0 = time.perf_counter()
-    callbacks, tracker = [], None
-    if config == "ours":
-        callback = CarbonCallback(intensity="FR")
-        hook_s["__init__"] = [time.perf_counter() - t0]
-        timed(callback, hook_s)
-        callbacks.append(callback)
-    elif config in ("cc1", "ccdefault"):
-        kwargs = {"measure_power_secs": 1} if config == "cc1" else {}
-        tracker = OfflineEmissionsTracker(country_iso_code="FRA", output_dir=tmp,
-                                          log_level="error", allow_multiple_runs=True,
-                                          **kwargs)
-        tracker.start()
-    trainer = L.Trainer(max_epochs=EPOCHS, accelerator="cpu", devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=callbacks)
-    t_fit = time.perf_counter()
-    trainer.fit(model, train, val)
-    fit_s = time.perf_counter() - t_fit
-    if tracker is not None:
-        tracker.stop()
-    total_s = time.perf_counter() - t0
-    logged = sorted(k for k in trainer.callback_metrics if "energy" in k or "co2" in k)
+    def fit(kind: str) -> dict:
+        torch.manual_seed(1)  # the same weights and batch order in every fit
+        model = Tiny()
+        hook_s: dict[str, list[float]] = {}
+        sampler: dict[str, float] = {}
+        t0 = time.perf_counter()
+        callbacks, tracker = [], None
+        if kind == "ours":
+            callback = CarbonCallback(intensity="FR")
+            hook_s["__init__"] = [time.perf_counter() - t0]
+            timed(callback, hook_s)
+            # The meter thread's CPU time, read just before on_fit_end stops it (outside the
+            # hook's timing). Not a callback of its own: Lightning would call an extra
+            # callback's hooks at every batch, which costs more than what it measures.
+            timed_fit_end = callback.on_fit_end
+
+            def on_fit_end(trainer, pl_module):
+                sampler["cpu_s"] = thread_cpu_s("carbon-callbacks-meter-")
+                return timed_fit_end(trainer, pl_module)
+
+            callback.on_fit_end = on_fit_end
+            callbacks.append(callback)
+        elif kind in ("cc1", "ccdefault"):
+            kwargs = {"measure_power_secs": 1} if kind == "cc1" else {}
+            tracker = OfflineEmissionsTracker(country_iso_code="FRA", output_dir=tmp,
+                                              log_level="error", allow_multiple_runs=True,
+                                              **kwargs)
+            tracker.start()
+        trainer = L.Trainer(max_epochs=EPOCHS, accelerator="cpu", devices=1, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=callbacks)
+        t_fit = time.perf_counter()
+        trainer.fit(model, train, val)
+        fit_s = time.perf_counter() - t_fit
+        if tracker is not None:
+            tracker.stop()
+        total_s = time.perf_counter() - t0
+        logged = sorted(k for k in trainer.callback_metrics if "energy" in k or "co2" in k)
+        return {"config": kind, "total_s": total_s, "fit_s": fit_s, "logged": logged,
+                "epochs": trainer.current_epoch, "hook_s": hook_s,
+                "sampler_cpu_s": sampler.get("cpu_s")}
+
+    results: list[dict] = []
+    if config == "pair":
+        # A first no-tracker fit, cold as every fresh-process fit is (the baseline for the
+        # CodeCarbon runs); then PAIRS pairs of a no-tracker fit and ours, each pair in an
+        # order drawn from ROUND, in this now warm process: a pair differs only by our callback.
+        results.append(fit("none"))
+        rng = random.Random(order_seed)
+        for i in range(PAIRS):
+            kinds = ["none", "ours"]
+            rng.shuffle(kinds)
+            for kind in kinds:
+                r = fit(kind)
+                r["config"] = "none_warm" if kind == "none" else "ours"
+                r["pair"] = i
+                results.append(r)
+    else:
+        results.append(fit(config))
+    for r in results:
+        r["import_s"] = import_s
     with open(out, "w") as f:
-        json.dump({"config": config, "total_s": total_s, "fit_s": fit_s, "logged": logged,
-                   "epochs": trainer.current_epoch, "hook_s": hook_s}, f)
+        json.dump(results, f)
     return 0
 
 
