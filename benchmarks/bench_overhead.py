@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fit_worker  # noqa: E402
 from figures import HERE, PYTHON, REPO, headline, log, spread, table  # noqa: E402
 
-ROUNDS = 4
+ROUNDS = 3
 PROCESSES = ("pair", "cc1", "ccdefault")
 NAMES = {
     "none": "no tracker, cold (first fit of a fresh process)",

@@ -26,7 +26,7 @@ import warnings
 EPOCHS = 10
 SAMPLES = 25600
 BATCH = 64
-PAIRS = 2
+PAIRS = 4
 """Pairs of (no tracker, ours) fits per ``pair`` process, after its cold no-tracker fit."""
 
 
