@@ -20,8 +20,11 @@ from carbon_callbacks.tracker import LOG_KEYS  # noqa: E402
 INTENSITY = 56.0
 
 
-def tiny_module(base):
-    """A two-feature classifier on the given namespace's LightningModule."""
+def tiny_module(base, *, epoch_loss=False):
+    """A two-feature classifier on the given namespace's LightningModule.
+
+    ``epoch_loss`` also logs the training loss at epoch end (``train_loss_epoch``).
+    """
 
     class Tiny(base):
         def __init__(self):
@@ -31,7 +34,7 @@ def tiny_module(base):
         def training_step(self, batch, _):
             x, y = batch
             loss = torch.nn.functional.cross_entropy(self.layer(x), y)
-            self.log("train_loss", loss)
+            self.log("train_loss", loss, on_epoch=epoch_loss)
             return loss
 
         def validation_step(self, batch, _):
@@ -295,36 +298,22 @@ def test_a_study_co2_budget_stops_optimize_after_real_lightning_trials(tmp_path)
 
 
 def test_the_keys_share_lightnings_epoch_row_step_and_stay_out_of_its_per_batch_results(tmp_path):
-    class EpochLogged(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(8, 2)
-
-        def training_step(self, batch, _):
-            x, y = batch
-            loss = torch.nn.functional.cross_entropy(self.layer(x), y)
-            self.log("train_loss", loss, on_step=False, on_epoch=True)
-            return loss
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
     carbon = CarbonCallback(intensity=INTENSITY)
     trainer = pl.Trainer(
         max_epochs=3, callbacks=[carbon], logger=pl.loggers.CSVLogger(tmp_path, name="run"),
         accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=False,
     )
-    train, _ = loaders()
-    trainer.fit(EpochLogged(), train)
+    train, _ = loaders()  # no validation: Lightning's epoch row is the training one
+    trainer.fit(tiny_module(pl.LightningModule, epoch_loss=True), train)
     with open(f"{trainer.logger.log_dir}/metrics.csv") as f:
         rows = list(csv.DictReader(f))
     ours = [(r["epoch"], r["step"]) for r in rows if r["co2_g"]]
-    lightnings = [(r["epoch"], r["step"]) for r in rows if r["train_loss"]]
+    lightnings = [(r["epoch"], r["step"]) for r in rows if r["train_loss_epoch"]]
     assert ours == lightnings == [("0", "3"), ("1", "7"), ("2", "11")]
     # Lightning scans every key of its training results after each batch; ours are not there.
     logged = {k.split(".")[-1] for k in trainer.fit_loop.epoch_loop._results}
-    assert "train_loss" in logged and not logged & set(LOG_KEYS)
+    assert "train_loss" in logged and not logged & set(LOG_KEYS)  # keyed by name, not _epoch
     # ...yet they are where pl_module.log would have put them.
     assert set(LOG_KEYS) <= set(trainer.callback_metrics) and set(LOG_KEYS) <= set(
         trainer.logged_metrics)
