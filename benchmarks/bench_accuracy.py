@@ -234,7 +234,8 @@ def render(results: list[dict], rate_hz: float, late: int, realtime: bool) -> st
             "thread (`PeriodicScheduler.stop()` cancels the timer without waiting), and the two "
             "threads update the same `RAPLFile`, so one can compare a newer stored reading with "
             "its older one and take the difference for a wrap. On real hardware the same race "
-            "would add one counter range (262 kJ on most CPUs) to the run.")
+            "would add one counter range (262 kJ on most CPUs) to the run. "
+            "`benchmarks/codecarbon_race.py` reproduces it alone, with the threads involved.")
         out.append("")
     marks = [r["mark_ms_max"] for r in results if r.get("mark_ms_max") is not None]
     if marks:
