@@ -42,11 +42,11 @@ def one(config: str, out: str, round_no: int) -> list[dict]:
         return [{"config": config, "error": proc.stderr.strip()[-400:]}]
 
 
-def hooks_section(ours: list[dict], none: list[dict]) -> tuple[str, str]:
+def hooks_section(ours: list[dict], none: list[dict]) -> tuple[str, str, str]:
     """Our callback's own time, measured inside its hooks: steadier than whole-fit ratios.
 
-    Returns the paragraph and the implied ratio (hooks plus sampler thread over the median
-    no-tracker fit) as text.
+    Returns the paragraph, the implied ratio (hooks plus sampler thread over the median
+    no-tracker fit) and the fixed and per-epoch costs, each as text.
     """
     once = ("__init__", "on_fit_start", "on_fit_end", "setup", "teardown")
     fixed = [sum(sum(v) for k, v in r["hook_s"].items() if k in once) * 1000 for r in ours]
@@ -66,15 +66,15 @@ def hooks_section(ours: list[dict], none: list[dict]) -> tuple[str, str]:
     sampler_text = (f"its sampler thread used {sampler_ms} of CPU over the fit (read from "
                     "/proc for that thread)" if sampler else
                     "its sampler thread's CPU time could not be read")
+    costs = (f"fixed {spread(fixed, '{:.3g}', ' ms')} per fit (construction, fit start and "
+             f"end) plus {spread(per_epoch, '{:.3g}', ' ms')} per epoch (the epoch hooks and "
+             "the validation boundary marks)")
     text = (
         "Our callback's own cost, timed inside its hooks in the training thread (steadier "
-        "than whole-fit ratios on a shared machine): fixed "
-        f"{spread(fixed, '{:.3g}', ' ms')} per fit (construction, fit start and end) plus "
-        f"{spread(per_epoch, '{:.3g}', ' ms')} per epoch (the epoch hooks and the validation "
-        f"boundary marks); {sampler_text}. Hooks plus sampler thread over the median "
-        f"no-tracker fit give a ratio of {spread(implied, '{:.4f}')}. Per hook, summed over "
-        f"the fit: {detail}.")
-    return text, spread(implied, "{:.4f}")
+        f"than whole-fit ratios on a shared machine): {costs}; {sampler_text}. Hooks plus "
+        f"sampler thread over the median no-tracker fit give a ratio of "
+        f"{spread(implied, '{:.4f}')}. Per hook, summed over the fit: {detail}.")
+    return text, spread(implied, "{:.4f}"), costs
 
 
 def ratios_of(rounds: list[list[dict]]) -> dict[str, list[float]]:
@@ -159,10 +159,11 @@ def main() -> int:
             "ratios move by more than the 1% target, so the median over pairs, and the hook "
             "timings below, are what to read.")
     ours_ok = [r for r in ok if r["config"] == "ours"]
-    implied = None
+    implied = costs = None
     if ours_ok:
         out.append("")
-        hooks, implied = hooks_section(ours_ok, [r for r in ok if r["config"] == "none_warm"])
+        hooks, implied, costs = hooks_section(
+            ours_ok, [r for r in ok if r["config"] == "none_warm"])
         out.append(hooks)
         out.append("")
         out.append("Keys our callback put in `trainer.callback_metrics`: "
@@ -175,8 +176,7 @@ def main() -> int:
              f"{ROUNDS} rounds.")
     if implied:
         headline("Our callback's own time, inside its hooks plus its sampler thread, over the "
-                 f"no-tracker fit: {implied}; " + hooks.split("): ", 1)[1]
-                 .split("; its sampler thread")[0] + ".")
+                 f"no-tracker fit: {implied}; {costs}.")
     if errors:
         out.append("")
         out += errors
