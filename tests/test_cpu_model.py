@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import functools
 import subprocess
 import sys
 import time
+from importlib import resources
 
 import pytest
 
@@ -228,9 +231,18 @@ def test_a_child_found_after_open_counts_in_full_whatever_its_create_time(monkey
     assert tree.cpu_seconds() - before >= 0.38
 
 
+@functools.lru_cache(maxsize=1)
+def tdp_table() -> dict[str, float]:
+    """The bundled table parsed whole with the csv module, as the package first did."""
+    path = resources.files("carbon_callbacks.sensors").joinpath("data/cpu_tdp.csv")
+    with path.open(encoding="utf-8", newline="") as f:
+        return {" ".join(row["name"].lower().split()): float(row["tdp_w"])
+                for row in csv.DictReader(f)}
+
+
 def _lookup_by_table(model_name: str) -> tuple[str, float] | None:
     """The lookup as first written, over the fully parsed table: the reference."""
-    from carbon_callbacks.sensors.cpu_model import _tokens, tdp_table
+    from carbon_callbacks.sensors.cpu_model import _tokens
 
     toks, table, best = _tokens(model_name), tdp_table(), None
     for i in range(len(toks)):
@@ -244,7 +256,7 @@ def _lookup_by_table(model_name: str) -> tuple[str, float] | None:
 
 
 def test_lookup_without_parsing_the_table_agrees_with_the_parsed_table_on_every_row():
-    from carbon_callbacks.sensors.cpu_model import _tdp_of, tdp_table
+    from carbon_callbacks.sensors.cpu_model import _tdp_of
 
     table = tdp_table()
     assert len(table) > 4000

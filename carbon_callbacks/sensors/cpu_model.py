@@ -16,9 +16,7 @@ report a generic name) gets ``DEFAULT_W_PER_CPU`` per logical CPU and says so.
 from __future__ import annotations
 
 import bisect
-import csv
 import functools
-import io
 import platform
 import re
 from dataclasses import dataclass
@@ -92,15 +90,6 @@ def _tdp_text() -> str:
     """The bundled CSV, lower-cased, with a newline in front so every row starts with one."""
     path = resources.files("carbon_callbacks.sensors").joinpath("data/cpu_tdp.csv")
     return "\n" + path.read_text(encoding="utf-8").lower().replace("\r\n", "\n")
-
-
-@functools.lru_cache(maxsize=1)
-def tdp_table() -> dict[str, float]:
-    """The bundled CPU table: lower-case model name -> TDP in watts."""
-    out: dict[str, float] = {}
-    for row in csv.DictReader(io.StringIO(_tdp_text().lstrip("\n"))):
-        out[" ".join(row["name"].split())] = float(row["tdp_w"])
-    return out
 
 
 def _tdp_of(name: str) -> float | None:
