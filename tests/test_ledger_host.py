@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from carbon_callbacks import ledger as ledger_module
+from carbon_callbacks.ledger import host
 from carbon_callbacks.ledger import Ledger
 
 
@@ -34,37 +34,37 @@ def repo(tmp_path: Path) -> Path:
 
 def test_commit_is_read_from_the_files_as_git_sees_it(repo: Path) -> None:
     head = git(repo, "rev-parse", "HEAD")
-    assert ledger_module._git_commit_from_files(repo) == head
-    assert ledger_module._git_commit_from_files(repo / "src" / "deep") == head
+    assert host.git_commit_from_files(repo) == head
+    assert host.git_commit_from_files(repo / "src" / "deep") == head
     git(repo, "pack-refs", "--all")  # the branch now lives in packed-refs only
     assert not (repo / ".git" / "refs" / "heads" / "main").exists()
-    assert ledger_module._git_commit_from_files(repo) == head
+    assert host.git_commit_from_files(repo) == head
     git(repo, "checkout", "-q", "--detach", "HEAD~1")
-    assert ledger_module._git_commit_from_files(repo) == git(repo, "rev-parse", "HEAD") != head
+    assert host.git_commit_from_files(repo) == git(repo, "rev-parse", "HEAD") != head
 
 
 def test_a_worktree_reads_its_own_head(repo: Path, tmp_path: Path) -> None:
     first = git(repo, "rev-parse", "HEAD~1")
     git(repo, "worktree", "add", "-q", "-b", "old", str(tmp_path / "wt"), first)
     assert (tmp_path / "wt" / ".git").is_file()
-    assert ledger_module._git_commit_from_files(tmp_path / "wt") == first
-    assert ledger_module._git_commit(str(tmp_path / "wt")) == first
+    assert host.git_commit_from_files(tmp_path / "wt") == first
+    assert host.git_commit(str(tmp_path / "wt")) == first
 
 
 def test_outside_a_repository_there_is_no_commit(tmp_path: Path) -> None:
     assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path,
                           capture_output=True).returncode != 0
-    assert ledger_module._git_commit(str(tmp_path)) == ""
+    assert host.git_commit(str(tmp_path)) == ""
 
 
 def test_an_unborn_branch_is_left_to_git(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q")
-    assert ledger_module._git_commit_from_files(tmp_path) is None  # HEAD names no commit yet
-    assert ledger_module._git_commit(str(tmp_path)) == ""
+    assert host.git_commit_from_files(tmp_path) is None  # HEAD names no commit yet
+    assert host.git_commit(str(tmp_path)) == ""
 
 
 def test_platform_string_matches_the_standard_library() -> None:
-    assert ledger_module._platform() == platform.platform()
+    assert host.platform_name() == platform.platform()
 
 
 def test_start_run_starts_no_process(repo: Path, tmp_path: Path, monkeypatch) -> None:

@@ -1,0 +1,46 @@
+"""The run ledger: an append-only store of every run and each of its epoch records.
+
+``Ledger`` (``ledger.py``) is the one entry point; the rest of the package is what it is made
+of: the tables and migrations (``schema.py``), the SQLite and SQLAlchemy stores
+(``stores.py``), the spool that keeps writes while a store is down (``spool.py``), where a
+ledger lives (``location.py``), what a run records about its machine (``host.py``), and
+imports and exports (``interchange.py``).
+"""
+
+from __future__ import annotations
+
+from carbon_callbacks.ledger.errors import LedgerError, LedgerRejected, LedgerUnavailable
+from carbon_callbacks.ledger.interchange import (
+    CODECARBON_REQUIRED,
+    export_csv,
+    export_jsonl,
+    import_files,
+    read_codecarbon_csv,
+    read_jsonl,
+)
+from carbon_callbacks.ledger.ledger import Ledger
+from carbon_callbacks.ledger.location import ENV_LEDGER, default_data_dir, default_location
+from carbon_callbacks.ledger.runs import RunInfo, select_runs
+from carbon_callbacks.ledger.schema import ENV_PROJECT, ENV_TEAM, MIGRATIONS, SCHEMA_VERSION
+
+__all__ = [
+    "CODECARBON_REQUIRED",
+    "ENV_LEDGER",
+    "ENV_PROJECT",
+    "ENV_TEAM",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Ledger",
+    "LedgerError",
+    "LedgerRejected",
+    "LedgerUnavailable",
+    "RunInfo",
+    "default_data_dir",
+    "default_location",
+    "export_csv",
+    "export_jsonl",
+    "import_files",
+    "read_codecarbon_csv",
+    "read_jsonl",
+    "select_runs",
+]

@@ -1,0 +1,138 @@
+"""Where a ledger lives (a file path or a database URL), checked before anything is written;
+and where a run took place, for its ``location`` column."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ENV_LEDGER = "CARBON_CALLBACKS_LEDGER"
+"""Environment variable naming the ledger (a file path or a database URL)."""
+
+
+def default_data_dir() -> Path:
+    """The per-user data folder for carbon-callbacks (XDG on Linux, the OS's own elsewhere)."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "carbon-callbacks"
+
+
+def default_location() -> str:
+    """Where ``Ledger.open()`` looks: ``$CARBON_CALLBACKS_LEDGER``, else the per-user data file."""
+    env = os.environ.get(ENV_LEDGER, "").strip()
+    return env or str(default_data_dir() / "ledger.sqlite")
+
+
+def is_url(location: str) -> bool:
+    return "://" in location
+
+
+def sqlite_path(location: str) -> Path | None:
+    """The file path for a SQLite location (plain path or ``sqlite:///`` URL), else None."""
+    if location.startswith("sqlite:///"):
+        return Path(location[len("sqlite:///") :])
+    if location.startswith("sqlite://"):
+        raise ValueError(
+            f"ledger URL {location!r} has no file path; use 'sqlite:///path/to/ledger.sqlite'"
+        )
+    if is_url(location):
+        return None
+    return Path(location).expanduser()
+
+
+def sqlalchemy_url(location: str) -> str:
+    # psycopg 3 is the driver we depend on; SQLAlchemy's default for "postgresql://" is psycopg2.
+    for bare in ("postgresql://", "postgres://"):
+        if location.startswith(bare):
+            return "postgresql+psycopg://" + location[len(bare) :]
+    return location
+
+
+def check_url(url: str, label: str) -> None:
+    """Refuse, at construction, a database URL that could never be written.
+
+    Only the URL and the installed packages are looked at (no connection): a server that is
+    down is a run-time matter and spools, but a misspelt dialect or a missing driver would
+    spool forever with a message promising it will be written later.
+
+    Raises:
+        ValueError: naming the location argument, ``$CARBON_CALLBACKS_LEDGER``, and the fix.
+    """
+    where = f"ledger location {label!r} (the location argument or ${ENV_LEDGER})"
+    try:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    except ImportError:
+        raise ValueError(
+            f"{where} is a database URL, which needs SQLAlchemy: "
+            "pip install 'carbon-callbacks[ledger]', or give a SQLite file path"
+        ) from None
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ValueError(
+            f"{where} is not a database URL ({exc}); use e.g. "
+            "'postgresql://user:password@host:5432/db' or a SQLite file path"
+        ) from None
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(
+            f"{where}: unknown database kind {parsed.drivername!r}; use e.g. "
+            "'postgresql://user:password@host:5432/db' or a SQLite file path"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or str(exc)
+        raise ValueError(
+            f"{where}: the {parsed.drivername!r} driver needs the Python package {missing!r}, "
+            "which is not installed; install it, or name an installed driver in the URL "
+            "(e.g. 'postgresql+psycopg://', 'mysql+pymysql://')"
+        ) from None
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+
+def digest(text: str) -> str:
+    """A short stable name for a location (spool files are named after their ledger)."""
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def run_location(source: Any) -> str:
+    """Where a run took place, read from its intensity source's fields ("" when it has none).
+
+    An embedded zone (``ZoneSource``) knows its code; a fixed value, a mix or a callable knows
+    no place.
+    """
+    zone = getattr(source, "zone", None)
+    code = getattr(zone, "code", None)
+    return code if isinstance(code, str) else ""
+
+
+# The embedded tables end their provenance with the zone code ("... [FRA]"): for callers that
+# pass only that text (older exports, hand-written metadata), it is the best location known.
+_ZONE_TAG = re.compile(r"\[([^\]\s]+)\]\s*$")
+
+
+def location_from_provenance(text: str) -> str:
+    """The zone code a table's provenance ends with, else ""."""
+    tag = _ZONE_TAG.search(text)
+    return tag.group(1) if tag else ""
