@@ -120,7 +120,7 @@ def bench_thread(seconds: float = 10.0) -> dict:
     where the kernel gives no schedstat.
     """
     from carbon_callbacks import EnergyMeter
-    from carbon_callbacks.meter import DEFAULT_INTERVAL
+    from carbon_callbacks.energy.meter import DEFAULT_INTERVAL
 
     stop = threading.Event()
 

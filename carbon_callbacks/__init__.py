@@ -12,13 +12,13 @@ __version__ = "0.1.0"
 __all__ = ["EnergyMeter", "__version__"]
 
 if TYPE_CHECKING:
-    from carbon_callbacks.meter import EnergyMeter
+    from carbon_callbacks.energy.meter import EnergyMeter
 
 
 def __getattr__(name: str) -> Any:
     # PEP 562: psutil and the sensors load only when the meter is first asked for.
     if name == "EnergyMeter":
-        from carbon_callbacks.meter import EnergyMeter
+        from carbon_callbacks.energy.meter import EnergyMeter
 
         return EnergyMeter
     raise AttributeError(f"module 'carbon_callbacks' has no attribute {name!r}")

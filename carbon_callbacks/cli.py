@@ -104,7 +104,7 @@ def _print(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> N
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from carbon_callbacks.detect import detect_report
+    from carbon_callbacks.energy.detect import detect_report
 
     print(detect_report(rapl_root=args.rapl_root))
     return 0

@@ -23,12 +23,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from carbon_callbacks.energy.meter import EnergyMeter
+
 # The meter, ledger and intensity modules are imported here, with the adapter, not in the
 # training loop's first hook: `import carbon_callbacks` alone stays light (it loads none of
 # them), and an adapter's hooks do only per-fit work.
 from carbon_callbacks.intensity import check_pue, emissions, resolve
 from carbon_callbacks.ledger import Ledger
-from carbon_callbacks.meter import EnergyMeter
 from carbon_callbacks.policies import CONTINUE, Decision
 from carbon_callbacks.records import (
     JOULES_PER_KWH,

@@ -15,9 +15,9 @@ import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
 
+from carbon_callbacks.energy.sensors.process import ProcessTree
 from carbon_callbacks.integrations.lightning import CarbonCallback
 from carbon_callbacks.policies import CONTINUE, Decision
-from carbon_callbacks.sensors.process import ProcessTree
 
 
 class TreeProbe(pl.Callback):

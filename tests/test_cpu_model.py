@@ -12,7 +12,7 @@ from importlib import resources
 import pytest
 
 from carbon_callbacks import EnergyMeter
-from carbon_callbacks.sensors.cpu_model import (
+from carbon_callbacks.energy.sensors.cpu_model import (
     DEFAULT_W_PER_CPU,
     CpuInfo,
     CpuModelSensor,
@@ -20,7 +20,7 @@ from carbon_callbacks.sensors.cpu_model import (
     lookup_tdp,
     read_cpu_info,
 )
-from carbon_callbacks.sensors.process import ProcessTree
+from carbon_callbacks.energy.sensors.process import ProcessTree
 
 
 def busy(seconds: float) -> int:
@@ -196,7 +196,7 @@ class _StillTree:
 def test_cpu_model_keeps_the_last_share_when_no_tick_passed(monkeypatch):
     # Same rule as RAPL's CpuShare: a read with no machine tick since the last keeps the last
     # share (it used to drop to 0 when this tree had no tick either).
-    from carbon_callbacks.sensors import cpu_model, process
+    from carbon_callbacks.energy.sensors import cpu_model, process
 
     busy = {"s": 100.0}
     for mod in (cpu_model, process):
@@ -234,7 +234,7 @@ def test_a_child_found_after_open_counts_in_full_whatever_its_create_time(monkey
 @functools.lru_cache(maxsize=1)
 def tdp_table() -> dict[str, float]:
     """The bundled table parsed whole with the csv module, as the package first did."""
-    path = resources.files("carbon_callbacks.sensors").joinpath("data/cpu_tdp.csv")
+    path = resources.files("carbon_callbacks.energy.sensors").joinpath("data/cpu_tdp.csv")
     with path.open(encoding="utf-8", newline="") as f:
         return {" ".join(row["name"].lower().split()): float(row["tdp_w"])
                 for row in csv.DictReader(f)}
@@ -242,7 +242,7 @@ def tdp_table() -> dict[str, float]:
 
 def _lookup_by_table(model_name: str) -> tuple[str, float] | None:
     """The lookup as first written, over the fully parsed table: the reference."""
-    from carbon_callbacks.sensors.cpu_model import _tokens
+    from carbon_callbacks.energy.sensors.cpu_model import _tokens
 
     toks, table, best = _tokens(model_name), tdp_table(), None
     for i in range(len(toks)):
@@ -256,7 +256,7 @@ def _lookup_by_table(model_name: str) -> tuple[str, float] | None:
 
 
 def test_lookup_without_parsing_the_table_agrees_with_the_parsed_table_on_every_row():
-    from carbon_callbacks.sensors.cpu_model import _tdp_of
+    from carbon_callbacks.energy.sensors.cpu_model import _tdp_of
 
     table = tdp_table()
     assert len(table) > 4000

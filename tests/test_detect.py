@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from carbon_callbacks.detect import detect_report
+from carbon_callbacks.energy.detect import detect_report
 from carbon_callbacks.testing import FakeGPU, FakeNVML, FakePowercap
 
 NO_DRIVER = 12  # NVML_ERROR_LIBRARY_NOT_FOUND
@@ -58,7 +58,7 @@ def _rapl_tree(root) -> FakePowercap:
 
 
 def test_process_scope_sensors_share_one_process_tree(tmp_path):
-    from carbon_callbacks.detect import build_sensors
+    from carbon_callbacks.energy.defaults import build_sensors
 
     _rapl_tree(tmp_path)
     cpu, _gpu, ram = build_sensors(scope="process", rapl_root=tmp_path, nvml=FakeNVML([]))
@@ -72,8 +72,8 @@ def test_process_scope_sensors_share_one_process_tree(tmp_path):
 
 
 def test_a_boundary_reads_each_process_once_not_once_per_sensor(tmp_path, monkeypatch):
-    from carbon_callbacks.meter import EnergyMeter
-    from carbon_callbacks.sensors.process import ProcessTree
+    from carbon_callbacks.energy.meter import EnergyMeter
+    from carbon_callbacks.energy.sensors.process import ProcessTree
 
     _rapl_tree(tmp_path)
     reads = []

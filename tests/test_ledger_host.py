@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from carbon_callbacks.ledger import host
-from carbon_callbacks.ledger import Ledger
+from carbon_callbacks.ledger import Ledger, host
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -11,9 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pl = pytest.importorskip("lightning.pytorch")
 
+from carbon_callbacks.energy.meter import EnergyMeter  # noqa: E402
 from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
 from carbon_callbacks.ledger import Ledger  # noqa: E402
-from carbon_callbacks.meter import EnergyMeter  # noqa: E402
 from carbon_callbacks.policies import CONTINUE, Decision  # noqa: E402
 from carbon_callbacks.tracker import LOG_KEYS  # noqa: E402
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from carbon_callbacks import EnergyMeter
-from carbon_callbacks.sensors.base import FallbackChain, Sensor, SensorError, Totals
+from carbon_callbacks.energy.sensors.base import FallbackChain, Sensor, SensorError, Totals
 
 
 class ClockSensor(Sensor):
@@ -377,7 +377,7 @@ def test_start_during_stop_waits_and_does_not_have_its_sensors_closed():
 
 
 def test_window_with_an_evicted_start_mark_uses_the_relative_range(monkeypatch):
-    import carbon_callbacks.meter as meter_module
+    import carbon_callbacks.energy.meter as meter_module
 
     monkeypatch.setattr(meter_module, "_MAX_MARKS", 5)
     m = EnergyMeter(sensors=[ClockSensor(watts=10.0, rel=0.05)]).start()

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from carbon_callbacks import EnergyMeter
-from carbon_callbacks.sensors.nvml import NvmlSensor, lookup_gpu_tdp, parse_visible
+from carbon_callbacks.energy.sensors.nvml import NvmlSensor, lookup_gpu_tdp, parse_visible
 from carbon_callbacks.testing import FakeGPU, FakeNVML, FakeNVMLError
 
 
@@ -184,7 +184,8 @@ def test_no_driver_means_no_gpu_component_and_says_why():
 
 def test_gpu_lost_midrun_degrades_to_polling_and_never_raises(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr("carbon_callbacks.meter.monotonic", clock)  # one clock for meter and GPU
+    # One clock for the meter and the GPU.
+    monkeypatch.setattr("carbon_callbacks.energy.meter.monotonic", clock)
     gpus = two_gpus()
     nv = FakeNVML(gpus, clock=clock)
     m = EnergyMeter(sensors=[NvmlSensor(nvml=nv, scope="machine", env={})])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psutil
 import pytest
 
-from carbon_callbacks.sensors.ram import GB, WATTS_PER_GB, RamModelSensor
+from carbon_callbacks.energy.sensors.ram import GB, WATTS_PER_GB, RamModelSensor
 
 
 def test_machine_scope_counts_installed_memory():

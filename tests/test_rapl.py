@@ -13,9 +13,9 @@ import time
 import pytest
 
 from carbon_callbacks import EnergyMeter
-from carbon_callbacks.sensors.base import FallbackChain
-from carbon_callbacks.sensors.cpu_model import CpuModelSensor
-from carbon_callbacks.sensors.rapl import RaplSensor, discover
+from carbon_callbacks.energy.sensors.base import FallbackChain
+from carbon_callbacks.energy.sensors.cpu_model import CpuModelSensor
+from carbon_callbacks.energy.sensors.rapl import RaplSensor, discover
 from carbon_callbacks.testing import FakePowercap
 
 
@@ -259,7 +259,7 @@ def test_unreadable_counter_warns_once_with_the_fix_and_falls_back(tmp_path):
 
 def _open_cpu(root, monkeypatch, between=None) -> RaplSensor:
     """Open a machine-scope cpu sensor; ``between`` runs in the pause between the two reads."""
-    from carbon_callbacks.sensors import rapl
+    from carbon_callbacks.energy.sensors import rapl
 
     if between is not None:
         monkeypatch.setattr(rapl, "_pause", lambda seconds: between(), raising=False)

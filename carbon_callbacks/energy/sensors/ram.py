@@ -13,9 +13,9 @@ from typing import Literal
 
 import psutil
 
-from carbon_callbacks.sensors.base import Sensor, SensorError, Totals
-from carbon_callbacks.sensors.process import ProcessTree
-from carbon_callbacks.sensors.ranges import model_range
+from carbon_callbacks.energy.sensors.base import Sensor, SensorError, Totals
+from carbon_callbacks.energy.sensors.process import ProcessTree
+from carbon_callbacks.energy.sensors.ranges import model_range
 
 WATTS_PER_GB = 0.392
 """Power of DRAM per GB (Cloud Carbon Footprint's memory coefficient)."""

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
 
-from carbon_callbacks.sensors.base import Sensor, SensorError, Totals
-from carbon_callbacks.sensors.process import CpuShare, logical_cpus, machine_busy_seconds
-from carbon_callbacks.sensors.ranges import model_range
+from carbon_callbacks.energy.sensors.base import Sensor, SensorError, Totals
+from carbon_callbacks.energy.sensors.process import CpuShare, logical_cpus, machine_busy_seconds
+from carbon_callbacks.energy.sensors.ranges import model_range
 
 DEFAULT_W_PER_CPU = 3.5
 """Watts per logical CPU at full load when the CPU model is unknown.
@@ -88,7 +88,7 @@ def _tokens(name: str) -> list[str]:
 @functools.lru_cache(maxsize=1)
 def _tdp_text() -> str:
     """The bundled CSV, lower-cased, with a newline in front so every row starts with one."""
-    path = resources.files("carbon_callbacks.sensors").joinpath("data/cpu_tdp.csv")
+    path = resources.files("carbon_callbacks.energy.sensors").joinpath("data/cpu_tdp.csv")
     return "\n" + path.read_text(encoding="utf-8").lower().replace("\r\n", "\n")
 
 

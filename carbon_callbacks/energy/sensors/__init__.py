@@ -8,7 +8,8 @@ modules load psutil/pynvml when used.
 
 from __future__ import annotations
 
-from carbon_callbacks.sensors.base import (
+from carbon_callbacks.energy.sensors.base import (
+    ChainStatus,
     DeviceAbsent,
     FallbackChain,
     Sensor,
@@ -19,6 +20,7 @@ from carbon_callbacks.sensors.base import (
 )
 
 __all__ = [
+    "ChainStatus",
     "DeviceAbsent",
     "FallbackChain",
     "Sensor",

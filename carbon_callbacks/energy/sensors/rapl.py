@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from carbon_callbacks.sensors.base import Sensor, SensorError, SourceMissing, Totals
-from carbon_callbacks.sensors.process import CpuShare
-from carbon_callbacks.sensors.ranges import (
+from carbon_callbacks.energy.sensors.base import Sensor, SensorError, SourceMissing, Totals
+from carbon_callbacks.energy.sensors.process import CpuShare
+from carbon_callbacks.energy.sensors.ranges import (
     RAPL_AMD_REL,
     RAPL_INTEL_REL,
     RAPL_QUANTUM_J,

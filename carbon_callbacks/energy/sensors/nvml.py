@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
-from carbon_callbacks.sensors.base import DeviceAbsent, Sensor, SensorError, Totals
-from carbon_callbacks.sensors.ranges import NVML_REL, counter_range, model_range
+from carbon_callbacks.energy.sensors.base import DeviceAbsent, Sensor, SensorError, Totals
+from carbon_callbacks.energy.sensors.ranges import NVML_REL, counter_range, model_range
 
 IDLE_FRACTION = 0.2
 """GPU model: power at 0% utilisation as a fraction of TDP (an assumption; see module doc)."""
@@ -42,7 +42,7 @@ DEFAULT_POLL_HZ = 10.0
 @functools.lru_cache(maxsize=1)
 def gpu_tdp_table() -> dict[str, float]:
     """The bundled GPU table: name -> TDP in watts."""
-    path = resources.files("carbon_callbacks.sensors").joinpath("data/gpu_tdp.csv")
+    path = resources.files("carbon_callbacks.energy.sensors").joinpath("data/gpu_tdp.csv")
     with path.open(encoding="utf-8", newline="") as f:
         return {row["name"]: float(row["tdp_w"]) for row in csv.DictReader(f)}
 

@@ -18,9 +18,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from carbon_callbacks.detect import build_sensors
+from carbon_callbacks.energy.defaults import build_sensors
+from carbon_callbacks.energy.sensors.base import (
+    ChainStatus,
+    FallbackChain,
+    Sensor,
+    Totals,
+    monotonic,
+)
 from carbon_callbacks.records import METHOD_RANK, ComponentEnergy, Reading, Window
-from carbon_callbacks.sensors.base import FallbackChain, Sensor, Totals, monotonic
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +113,7 @@ class EnergyMeter:
             sensors = list(sensors)
             if not sensors or not all(isinstance(s, Sensor) for s in sensors):
                 raise ValueError(
-                    "sensors: expected a non-empty list of carbon_callbacks.sensors.Sensor "
+                    "sensors: expected a non-empty list of carbon_callbacks.energy.sensors.Sensor "
                     "objects, or None to detect them"
                 )
             self._chains = [s if isinstance(s, FallbackChain) else FallbackChain([s])
@@ -149,17 +155,21 @@ class EnergyMeter:
         with self._lock:
             return dict(self._methods)
 
+    def status(self) -> list[ChainStatus]:
+        """Each component's source, method and why, as fields (one ``ChainStatus`` each)."""
+        with self._lock:
+            return [c.status() for c in self._chains]
+
     def describe(self) -> list[str]:
         """One line per component: its source, method and why."""
-        with self._lock:
-            lines = []
-            for c in self._chains:
-                if c.absent:
-                    lines.append(f"{c.component}: not measured - {c.absent}")
-                else:
-                    lines.append(c.describe())
-                lines.extend(f"  note: {n}" for n in c.notes)
-            return lines
+        lines = []
+        for c in self.status():
+            if c.absent:
+                lines.append(f"{c.component}: not measured - {c.absent}")
+            else:
+                lines.append(c.line)
+            lines.extend(f"  note: {n}" for n in c.notes)
+        return lines
 
     # ---- start / stop ------------------------------------------------------------------
 
@@ -371,7 +381,7 @@ class EnergyMeter:
 
 def _relative_range(joules: float, method: str) -> tuple[float, float]:
     """The widest band a method can have, for readings this meter holds no detail for."""
-    from carbon_callbacks.sensors import ranges
+    from carbon_callbacks.energy.sensors import ranges
 
     if method == "counter":
         return ranges.counter_range(joules, ranges.RAPL_AMD_REL)

@@ -133,6 +133,29 @@ def _add(a: Totals | None, b: Totals) -> Totals:
                   tuple(dict.fromkeys(a.devices + b.devices)))
 
 
+@dataclass(frozen=True)
+class ChainStatus:
+    """Where one component's chain stands, as fields (for reports that must not parse text).
+
+    Attributes:
+        component: "cpu", "gpu" or "ram".
+        method: the active sensor's method.
+        reason: the active sensor's own account of what it reads ("" when it gives none).
+        absent: why no source measures the component ("" when one does).
+        skipped: the sources passed over at open, each with why.
+        notes: the degradations recorded since.
+        line: ``describe()``'s one line.
+    """
+
+    component: str
+    method: str
+    reason: str
+    absent: str
+    skipped: tuple[str, ...]
+    notes: tuple[str, ...]
+    line: str
+
+
 class FallbackChain(Sensor):
     """Several sensors for one component, best first: the first that works is used.
 
@@ -276,6 +299,19 @@ class FallbackChain(Sensor):
         if self.skipped:
             text += " [passed over: " + "; ".join(self.skipped) + "]"
         return text
+
+    def status(self) -> ChainStatus:
+        """This chain's state as fields (see ``ChainStatus``)."""
+        reason = getattr(self.active, "reason", "")
+        return ChainStatus(
+            component=self.component,
+            method=self.method,
+            reason=reason if isinstance(reason, str) else "",
+            absent=self.absent,
+            skipped=tuple(self.skipped),
+            notes=tuple(self.notes),
+            line=self.describe(),
+        )
 
 
 class Unavailable(Sensor):
