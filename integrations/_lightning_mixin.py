@@ -12,9 +12,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from carbon_callbacks.integrations._trial import trial_sink
 from carbon_callbacks.policies import Decision
 from carbon_callbacks.records import EpochRecord
-from carbon_callbacks.tracker import EpochTracker
+from carbon_callbacks.tracking import EpochTracker
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class LightningCarbonMixin:
             meter=meter,
             ledger=ledger,
             framework=self._framework,
-            trial=trial,
+            trial=trial_sink(trial),
             metadata=metadata,
         )
 

@@ -13,8 +13,9 @@ except ImportError as exc:  # say which extra to install, not just "No module na
         "carbon_callbacks.integrations.keras needs Keras 3: pip install 'carbon-callbacks[keras]'"
     ) from exc
 
+from carbon_callbacks.integrations._trial import trial_sink
 from carbon_callbacks.records import EpochRecord
-from carbon_callbacks.tracker import EpochTracker, find_caller_instance
+from carbon_callbacks.tracking import EpochTracker, find_caller_instance
 
 __all__ = ["CarbonCallback"]
 
@@ -85,7 +86,7 @@ class CarbonCallback(keras.callbacks.Callback):
             meter=meter,
             ledger=ledger,
             framework="keras",
-            trial=trial,
+            trial=trial_sink(trial),
             metadata=metadata,
         )
 

@@ -15,8 +15,9 @@ except ImportError as exc:  # say which extra to install, not just "No module na
         "pip install 'carbon-callbacks[transformers]'"
     ) from exc
 
+from carbon_callbacks.integrations._trial import trial_sink
 from carbon_callbacks.records import EpochRecord
-from carbon_callbacks.tracker import EpochTracker, find_caller_instance, scalar_metrics
+from carbon_callbacks.tracking import EpochTracker, find_caller_instance, scalar_metrics
 
 __all__ = ["CarbonCallback", "STATE_KEY"]
 
@@ -98,7 +99,7 @@ class CarbonCallback(TrainerCallback):
             meter=meter,
             ledger=ledger,
             framework="transformers",
-            trial=trial,
+            trial=trial_sink(trial),
             metadata=metadata,
         )
         self._trainer: Any = None

@@ -12,7 +12,7 @@ np = pytest.importorskip("numpy")
 
 from carbon_callbacks.integrations.keras import CarbonCallback  # noqa: E402
 from carbon_callbacks.policies import CONTINUE, Decision  # noqa: E402
-from carbon_callbacks.tracker import LOG_KEYS  # noqa: E402
+from carbon_callbacks.tracking.tracker import LOG_KEYS  # noqa: E402
 
 INTENSITY = 56.0
 
@@ -95,7 +95,7 @@ def test_policy_stops_training_with_stop_training():
 
 
 def test_monitor_never_logged_warns_naming_the_logged_metrics(caplog):
-    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracker"):
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracking.tracker"):
         tiny_fit([CarbonCallback(intensity=INTENSITY, monitor="val_acc")], epochs=2)
     warnings = [r.getMessage() for r in caplog.records if "'val_acc'" in r.getMessage()]
     assert len(warnings) == 1 and "val_accuracy" in warnings[0]

@@ -15,7 +15,7 @@ from carbon_callbacks.energy.meter import EnergyMeter  # noqa: E402
 from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
 from carbon_callbacks.ledger import Ledger  # noqa: E402
 from carbon_callbacks.policies import CONTINUE, Decision  # noqa: E402
-from carbon_callbacks.tracker import LOG_KEYS  # noqa: E402
+from carbon_callbacks.tracking.tracker import LOG_KEYS  # noqa: E402
 
 INTENSITY = 56.0
 
@@ -183,7 +183,7 @@ def test_resume_from_checkpoint_keeps_the_totals(tmp_path):
 
 def test_monitor_never_logged_warns_at_the_first_epoch_naming_what_exists(tmp_path, caplog):
     carbon = CarbonCallback(intensity=INTENSITY, monitor="val_accuracy")
-    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracker"):
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracking.tracker"):
         fit(tmp_path, [carbon], max_epochs=2)
     warnings = [r.getMessage() for r in caplog.records if "'val_accuracy'" in r.getMessage()]
     assert len(warnings) == 1
@@ -207,7 +207,7 @@ class DyingMeter(EnergyMeter):
 def test_a_meter_failing_mid_run_warns_once_and_training_finishes(tmp_path, caplog):
     # 6 good marks: fit start, sanity-check validation (2), epoch 0's validation (2) and end.
     carbon = CarbonCallback(intensity=INTENSITY, meter=DyingMeter(ok=6))
-    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracker"):
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracking.tracker"):
         trainer = fit(tmp_path, [carbon], max_epochs=3)
     assert trainer.current_epoch == 3
     assert len(epoch_rows(trainer)) == 3
@@ -329,7 +329,7 @@ class BrokenLogger(pl.loggers.CSVLogger):
 def test_a_logger_that_fails_on_our_keys_warns_once_and_training_finishes(tmp_path, caplog):
     early = pl.callbacks.EarlyStopping(monitor="co2_g_total", mode="min", patience=10)
     carbon = CarbonCallback(intensity=INTENSITY)
-    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracker"):
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracking.tracker"):
         trainer = fit(tmp_path, [carbon, early], max_epochs=3,
                       logger=BrokenLogger(tmp_path / "logs", name="run"))
     assert trainer.current_epoch == 3 and len(carbon.records) == 3

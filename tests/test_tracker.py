@@ -11,7 +11,7 @@ import pytest
 from carbon_callbacks.ledger import Ledger
 from carbon_callbacks.policies import CONTINUE, Decision, MarginalGain
 from carbon_callbacks.records import JOULES_PER_KWH, ComponentEnergy, Reading, Window
-from carbon_callbacks.tracker import LOG_KEYS, EpochTracker
+from carbon_callbacks.tracking.tracker import LOG_KEYS, EpochTracker
 
 INTENSITY = 400.0  # g/kWh, fixed so CO2e is energy x 400 exactly
 
@@ -295,7 +295,7 @@ def test_each_epoch_is_in_the_ledger_as_soon_as_it_ends(tmp_path):
 def test_monitor_never_logged_warns_once_naming_the_metrics_that_exist(caplog):
     tracker = make(ScriptedMeter([J(), J(1), J(1)]), monitor="val_accuracy")
     tracker.fit_start()
-    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracker"):
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracking.tracker"):
         tracker.epoch_end(0, {"val_acc": 0.5, "loss": 1.0})
         tracker.epoch_end(1, {"val_acc": 0.6, "loss": 0.9})
     warnings = [r.getMessage() for r in caplog.records if "monitor" in r.getMessage()]
@@ -316,7 +316,7 @@ def test_meter_failure_warns_once_and_the_energy_is_not_lost(caplog):
     meter = ScriptedMeter([J(), J(100), J(200), J(400)], fail_on={3, 4})
     tracker = make(meter)
     tracker.fit_start()
-    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracker"):
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracking.tracker"):
         records = [tracker.epoch_end(e) for e in range(4)]
     assert [round(r.energy_kwh * JOULES_PER_KWH) for r in records] == [100, 0, 0, 200 + 400]
     assert records[1].methods == {"cpu": "unavailable"}
@@ -333,7 +333,7 @@ class BrokenPolicy:
 def test_a_broken_policy_warns_once_and_training_goes_on(caplog):
     tracker = make(ScriptedMeter([J(), J(1), J(1)]), policy=BrokenPolicy())
     tracker.fit_start()
-    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracker"):
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracking.tracker"):
         for epoch in range(2):
             tracker.epoch_end(epoch)
             assert tracker.decide().stop is False
@@ -351,7 +351,7 @@ class BrokenLedger:
 def test_a_failing_ledger_never_raises_into_training(caplog):
     tracker = make(ScriptedMeter([J(), J(1), J(1)]), ledger=BrokenLedger())
     tracker.fit_start()
-    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracker"):
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracking.tracker"):
         tracker.epoch_end(0)
         tracker.epoch_end(1)
     assert len(tracker.records) == 2
@@ -379,6 +379,7 @@ def test_bad_arguments_fail_at_construction_naming_the_argument(kwargs, error, n
 
 def test_optuna_trial_gets_cumulative_co2_and_is_pruned():
     optuna = pytest.importorskip("optuna")
+    from carbon_callbacks.integrations._trial import OptunaTrialSink
     from carbon_callbacks.integrations.optuna import trial_co2_g
 
     class PruneAfterFirstReport(optuna.pruners.BasePruner):
@@ -387,7 +388,8 @@ def test_optuna_trial_gets_cumulative_co2_and_is_pruned():
 
     study = optuna.create_study(pruner=PruneAfterFirstReport())
     trial = study.ask()
-    tracker = make(ScriptedMeter([J(), J(3600), J(3600), J(3600)]), trial=trial, monitor="acc")
+    sink = OptunaTrialSink(trial)
+    tracker = make(ScriptedMeter([J(), J(3600), J(3600), J(3600)]), trial=sink, monitor="acc")
     tracker.fit_start()
     stops = []
     for epoch in range(3):

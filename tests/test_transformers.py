@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 from carbon_callbacks.integrations.transformers import STATE_KEY, CarbonCallback  # noqa: E402
 from carbon_callbacks.ledger import Ledger  # noqa: E402
 from carbon_callbacks.policies import CarbonBudget  # noqa: E402
-from carbon_callbacks.tracker import LOG_KEYS  # noqa: E402
+from carbon_callbacks.tracking.tracker import LOG_KEYS  # noqa: E402
 
 INTENSITY = 56.0
 STEPS_PER_EPOCH = 4  # 32 examples, batch 8

@@ -1,0 +1,27 @@
+"""A training run turned into epoch records: ``EpochTracker`` (``tracker.py``) cuts the meter's
+readings at epoch boundaries, converts them to CO2e, keeps the totals (``state.py``), sums them
+across DDP ranks (``distributed.py``), asks the stopping policy, and hands each record to the
+ledger and a trial (``sinks.py``). It knows no ML framework; the adapters call its hooks."""
+
+from __future__ import annotations
+
+from carbon_callbacks.tracking.distributed import Reducer
+from carbon_callbacks.tracking.sinks import LedgerSink, TrialSink
+from carbon_callbacks.tracking.tracker import (
+    EVAL_ENERGY_KEY,
+    LOG_KEYS,
+    EpochTracker,
+    find_caller_instance,
+    scalar_metrics,
+)
+
+__all__ = [
+    "EVAL_ENERGY_KEY",
+    "LOG_KEYS",
+    "EpochTracker",
+    "LedgerSink",
+    "Reducer",
+    "TrialSink",
+    "find_caller_instance",
+    "scalar_metrics",
+]

@@ -1,0 +1,109 @@
+"""Where a tracker sends each epoch besides the adapter's logger: the ledger and a trial.
+
+The tracker knows no optimisation framework: an adapter that was given an Optuna trial wraps
+it in a ``TrialSink`` (``carbon_callbacks.integrations``) and passes that in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, Protocol, runtime_checkable
+
+from carbon_callbacks.ledger import Ledger
+from carbon_callbacks.policies import Decision
+from carbon_callbacks.records import EpochRecord
+
+Warn = Callable[..., None]
+"""``warn(cause, message, *args)``: one warning per cause (the tracker's warn-once)."""
+
+
+@runtime_checkable
+class TrialSink(Protocol):
+    """A hyperparameter-search trial: told each epoch's cumulative CO2e, asked whether to stop."""
+
+    @property
+    def number(self) -> Any:
+        """The trial's number, for messages."""
+
+    def report(self, record: EpochRecord, value: float | None) -> None:
+        """Report the epoch's cumulative CO2e and energy (and the monitored metric's value)."""
+
+    def should_prune(self) -> bool:
+        """Whether the search wants this trial stopped now."""
+
+    def raise_pruned(self, reason: str) -> NoReturn:
+        """Raise the search's own "pruned" exception."""
+
+
+def is_ledger_arg(ledger: Any) -> bool:
+    """Whether ``ledger`` is something ``EpochTracker(ledger=...)`` takes."""
+    return (
+        ledger is None
+        or ledger is False
+        or isinstance(ledger, (str, os.PathLike))
+        or all(callable(getattr(ledger, n, None)) for n in ("start_run", "add_epoch"))
+    )
+
+
+def open_ledger(ledger: Any) -> tuple[Any, bool]:
+    """The ``ledger=`` argument as a Ledger object and whether we opened (and must close) it."""
+    if ledger is False:
+        return None, False
+    if ledger is None or isinstance(ledger, (str, os.PathLike)):
+        return Ledger.open(ledger), True
+    return ledger, False
+
+
+class LedgerSink:
+    """One run in the ledger: its row at fit start, a row per epoch, its end. Never raises.
+
+    Args:
+        ledger: the tracker's ``ledger=`` argument (None, a path or URL, a Ledger, or False).
+        warn: the tracker's warn-once, told of every failure.
+    """
+
+    def __init__(self, ledger: Any, warn: Warn) -> None:
+        self._arg = ledger
+        self._warn = warn
+        self._ledger: Any = None
+        self._owns = False
+        self.run_id = ""
+        """The ledger run id ("" before ``start`` or without a ledger)."""
+
+    def start(self, metadata: Callable[[], Mapping[str, Any]]) -> None:
+        """Open the ledger and record the run with ``metadata()`` (called only if there is one)."""
+        try:
+            self._ledger, self._owns = open_ledger(self._arg)
+            if self._ledger is None:
+                return
+            self.run_id = self._ledger.start_run(metadata())
+        except Exception as exc:  # noqa: BLE001 - the ledger must not take training down
+            self._warn("ledger", "ledger unavailable (%s); this run is not recorded", exc)
+            self._ledger = None
+
+    def add(self, record: EpochRecord) -> None:
+        """Write one epoch's record."""
+        if self._ledger is None or not self.run_id:
+            return
+        try:
+            self._ledger.add_epoch(self.run_id, record)
+        except Exception as exc:  # noqa: BLE001
+            self._warn("ledger", "ledger write failed (%s); epochs are not recorded", exc)
+
+    def end(self, stop: Decision | None) -> None:
+        """Record the run's end (and why it stopped early), and close a ledger we opened."""
+        if self._ledger is None or not self.run_id:
+            return
+        try:
+            end_run = getattr(self._ledger, "end_run", None)
+            if callable(end_run):
+                end_run(
+                    self.run_id,
+                    stopped_early=stop is not None,
+                    stop_reason=stop.reason if stop else "",
+                )
+            if self._owns:
+                self._ledger.close()
+        except Exception as exc:  # noqa: BLE001
+            self._warn("ledger", "ledger end of run failed (%s)", exc)
