@@ -94,7 +94,7 @@ def _check_writable(path: Path) -> None:
 
 
 def _print(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> None:
-    from carbon_callbacks.report import render
+    from carbon_callbacks.reports import render
 
     text = render(headers, rows, fmt)
     print(text, end="" if text.endswith("\n") else "\n")
@@ -111,7 +111,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from carbon_callbacks.report import runs_rows
+    from carbon_callbacks.reports import runs_rows
 
     ledger = _ledger(args)
     runs = _runs_or_fail(
@@ -129,7 +129,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from carbon_callbacks.report import GROUP_KEYS, report_rows, summarize
+    from carbon_callbacks.reports import GROUP_KEYS, report_rows, summarize
 
     by = [k.strip() for k in args.by.split(",") if k.strip()]
     bad = [k for k in by if k not in GROUP_KEYS]
@@ -147,7 +147,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     rows = summarize(runs, by)
     headers, cells = report_rows(rows, by, total=args.format == "table")
     if args.format == "table":
-        from carbon_callbacks.report import format_energy, format_grams
+        from carbon_callbacks.reports import format_energy, format_grams
 
         # Readable units in the table; CSV/JSON keep base units for spreadsheets.
         idx = {h: i for i, h in enumerate(headers)}
@@ -169,7 +169,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from carbon_callbacks.report import epochs_rows, run_summary_text
+    from carbon_callbacks.reports import epochs_rows, run_summary_text
 
     ledger = _ledger(args)
     run = ledger.run(args.run)
@@ -186,7 +186,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from carbon_callbacks.plot import plot_run
+    from carbon_callbacks.reports.plot import plot_run
 
     out = Path(args.output or f"carbon-{args.run}.png")
     _check_writable(out)
@@ -215,7 +215,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare_regions(args: argparse.Namespace) -> int:
-    from carbon_callbacks.report import compare_regions, format_grams, regions_rows
+    from carbon_callbacks.reports import compare_regions, format_grams, regions_rows
 
     ledger = _ledger(args)
     run = ledger.run(args.run)

@@ -258,9 +258,9 @@ def run_demo(
 
     from carbon_callbacks.intensity import ENV_VARS, resolve
     from carbon_callbacks.ledger import Ledger
-    from carbon_callbacks.plot import plot_run
     from carbon_callbacks.policies import MarginalGain
-    from carbon_callbacks.report import format_energy, format_grams, gains_per_kg, text_table
+    from carbon_callbacks.reports import format_energy, format_grams, gains_per_kg, text_table
+    from carbon_callbacks.reports.plot import plot_run
 
     if intensity is None and not any(os.environ.get(v) for v in ENV_VARS):
         intensity = "WORLD"  # the demo says so below instead of warning

@@ -28,12 +28,6 @@ JOULES_PER_WH = 3_600.0
 COMPONENTS: tuple[str, ...] = ("cpu", "gpu", "ram")
 
 
-def worst_method(methods: Any) -> str:
-    """The least exact of several methods (a window is only as good as its worst part)."""
-    ranked = sorted(methods, key=lambda m: METHOD_RANK.get(m, 99))
-    return ranked[-1] if ranked else "unavailable"
-
-
 @dataclass(frozen=True)
 class ComponentEnergy:
     """Energy of one component (``cpu``, ``gpu`` or ``ram``) over a window, with its range."""

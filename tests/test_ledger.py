@@ -223,7 +223,7 @@ def test_ledger_report_and_cli_import_no_heavy_packages() -> None:
     import sys
 
     code = (
-        "import sys, carbon_callbacks.ledger, carbon_callbacks.report, carbon_callbacks.cli;"
+        "import sys, carbon_callbacks.ledger, carbon_callbacks.reports, carbon_callbacks.cli;"
         "heavy = {'sqlalchemy', 'matplotlib', 'torch', 'lightning', 'sklearn', 'psycopg'};"
         "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ledger_records import make_record
 
-from carbon_callbacks.plot import knee_epoch, plot_run, run_figure
+from carbon_callbacks.reports.plot import knee_epoch, plot_run, run_figure
 
 Image = pytest.importorskip("PIL.Image", reason="Pillow comes with matplotlib")
 

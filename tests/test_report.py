@@ -13,7 +13,7 @@ from ledger_records import make_record
 
 from carbon_callbacks.cli import main
 from carbon_callbacks.ledger import Ledger
-from carbon_callbacks.report import (
+from carbon_callbacks.reports import (
     CAR_G_CO2_PER_KM,
     PHONE_CHARGE_KWH,
     compare_regions,

@@ -1,4 +1,5 @@
-"""Team reports over the ledger: totals by project/team/user/month/framework, tables, equivalents.
+"""Team reports over the ledger: totals by project/team/user/month/framework, per-run and
+per-epoch rows.
 
 Everything here is plain computation on ``RunInfo``/``EpochRecord`` values, so the CLI, the demo
 and users' notebooks share one set of sums. Totals are the sums of the ledger's epoch rows.
@@ -6,176 +7,22 @@ and users' notebooks share one set of sums. Totals are the sums of the ledger's 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from carbon_callbacks.ledger import RunInfo
 from carbon_callbacks.policies import metric_direction
 from carbon_callbacks.records import EpochRecord
-
-# --------------------------------------------------------------------------- equivalents
-
-CAR_G_CO2_PER_KM = 400.0 / 1.609344
-"""Grams CO2 per km driven by an average passenger car (about 248.5 g/km).
-
-US EPA, "Greenhouse Gas Emissions from a Typical Passenger Vehicle" (EPA-420-F-23-014, 2023):
-a typical passenger vehicle emits about 400 grams of CO2 per mile (tailpipe CO2 of an average
-gasoline car; 8,887 g CO2 per gallon of gasoline burned). 1 mile = 1.609344 km.
-https://www.epa.gov/greenvehicles/greenhouse-gas-emissions-typical-passenger-vehicle
-"""
-
-PHONE_CHARGE_KWH = 4.0 * 3.85 / 0.8 / 1000.0
-"""Electricity drawn from the wall by one full smartphone charge (about 0.019 kWh).
-
-A 4,000 mAh battery at a 3.85 V nominal cell voltage stores 15.4 Wh; charger and battery
-charging losses of about 20% (0.8 end-to-end efficiency) bring it to ~19 Wh at the plug. The
-same method (energy per charge) is behind the "smartphones charged" line of the US EPA
-Greenhouse Gas Equivalencies Calculator ("Calculations and References"):
-https://www.epa.gov/energy/greenhouse-gas-equivalencies-calculator-calculations-and-references
-Phone charges are an *energy* equivalent, so they do not depend on where the run happened.
-"""
-
-
-@dataclass(frozen=True)
-class Equivalents:
-    """Everyday equivalents of a run's footprint."""
-
-    car_km: float
-    """Kilometres by an average passenger car that emit the same CO2e."""
-    phone_charges: float
-    """Full smartphone charges that use the same electricity."""
-
-    def __str__(self) -> str:
-        return f"≈ {_short(self.car_km)} km by car, ≈ {_short(self.phone_charges)} phone charges"
-
-
-def equivalents(co2_g: float, energy_kwh: float) -> Equivalents:
-    """The car-km and phone-charge equivalents of ``co2_g`` grams and ``energy_kwh`` kWh."""
-    return Equivalents(
-        car_km=co2_g / CAR_G_CO2_PER_KM,
-        phone_charges=energy_kwh / PHONE_CHARGE_KWH,
-    )
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def _short(x: float) -> str:
-    if x == 0:
-        return "0"
-    if abs(x) >= 100:
-        return f"{x:,.0f}"
-    return f"{x:.3g}"
-
-
-def format_grams(g: float) -> str:
-    """Grams CO2e in a readable unit (mg, g, kg, t)."""
-    a = abs(g)
-    if a >= 1e6:
-        return f"{g / 1e6:.3g} t"
-    if a >= 1e3:
-        return f"{g / 1e3:.3g} kg"
-    if a >= 1 or a == 0:
-        return f"{g:.3g} g"
-    if a >= 1e-3:
-        return f"{g * 1e3:.3g} mg"
-    return f"{g * 1e6:.3g} µg"
-
-
-def format_energy(kwh: float) -> str:
-    """Energy in a readable unit (mWh, Wh, kWh, MWh)."""
-    a = abs(kwh)
-    if a >= 1e3:
-        return f"{kwh / 1e3:.3g} MWh"
-    if a >= 1 or a == 0:
-        return f"{kwh:.3g} kWh"
-    if a >= 1e-3:
-        return f"{kwh * 1e3:.3g} Wh"
-    return f"{kwh * 1e6:.3g} mWh"
-
-
-def format_time(wall: float | None) -> str:
-    """A wall time as ``YYYY-MM-DD HH:MM`` UTC ("-" when unknown)."""
-    if not wall:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(wall))
-
-
-def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A plain-text table with right-aligned numbers and a rule under the header."""
-    cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    # A column is numeric when every filled cell is a number ("-" is an empty cell).
-    numeric = [
-        any(row[i] != "-" for row in cells[1:])
-        and all(row[i] == "-" or _is_number(row[i]) for row in cells[1:])
-        for i in range(len(headers))
-    ]
-
-    def line(row: Sequence[str]) -> str:
-        parts = [
-            row[i].rjust(widths[i]) if numeric[i] else row[i].ljust(widths[i])
-            for i in range(len(row))
-        ]
-        return "  ".join(parts).rstrip()
-
-    out = [line(cells[0]), "  ".join("-" * w for w in widths).rstrip()]
-    out += [line(r) for r in cells[1:]]
-    return "\n".join(out)
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "-"
-        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
-    return str(v)
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s.replace(",", ""))
-    except ValueError:
-        return False
-    return True
-
-
-def as_csv(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """The rows as CSV text with a header line."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(headers)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def as_json(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """The rows as a JSON list of objects keyed by the headers."""
-    return json.dumps([dict(zip(headers, row, strict=True)) for row in rows], indent=2)
-
-
-def render(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table") -> str:
-    """Rows as ``table``, ``csv`` or ``json`` text.
-
-    Raises:
-        ValueError: for another format.
-    """
-    if fmt == "table":
-        return text_table(headers, rows)
-    if fmt == "csv":
-        return as_csv(headers, rows)
-    if fmt == "json":
-        return as_json(headers, rows)
-    raise ValueError(f"format must be 'table', 'csv' or 'json', got {fmt!r}")
-
+from carbon_callbacks.reports.format import (
+    Equivalents,
+    equivalents,
+    format_energy,
+    format_grams,
+    format_time,
+)
 
 # --------------------------------------------------------------------------- totals
 
@@ -331,16 +178,6 @@ def runs_rows(runs: Sequence[RunInfo]) -> tuple[list[str], list[list[Any]]]:
 # --------------------------------------------------------------------------- per epoch
 
 
-def metric_mode(name: str) -> str:
-    """``"max"`` for metrics that grow when better, else ``"min"``.
-
-    Kept for callers of the old name: the rule is ``policies.metric_direction`` (whole words
-    of the name, so ``val_mape`` is an error to lower and ``val_map`` a score to raise), with
-    ``"min"`` for names that do not say.
-    """
-    return metric_direction(name) or "min"
-
-
 def pick_monitor(records: Sequence[EpochRecord], preferred: str | None = None) -> str | None:
     """The metric to show: ``preferred`` if logged, else a validation metric, else any."""
     names: list[str] = []
@@ -382,7 +219,7 @@ def gains_per_kg(
         raise ValueError(
             f"mode must be 'min', 'max' or None (read from the metric's name), got {mode!r}"
         )
-    sign = 1.0 if (mode or metric_mode(monitor)) == "max" else -1.0
+    sign = 1.0 if (mode or metric_direction(monitor) or "min") == "max" else -1.0
     out: list[float | None] = []
     prev: float | None = None
     for rec in records:
@@ -452,80 +289,3 @@ def run_summary_text(run: RunInfo) -> str:
     else:
         lines.append("ran to its end" + (f": {run.stop_reason}" if run.stop_reason else ""))
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- regions
-
-
-@dataclass(frozen=True)
-class RegionFootprint:
-    """What a run's energy would have emitted in one place."""
-
-    code: str
-    kind: str
-    name: str
-    g_per_kwh: float
-    co2_g: float
-    co2_g_low: float
-    co2_g_high: float
-    source: str
-
-
-def compare_regions(
-    records: Sequence[EpochRecord], zones: Iterable[Any] | None = None
-) -> list[RegionFootprint]:
-    """The same energy (with each record's PUE) under every embedded zone, lowest CO2e first.
-
-    Args:
-        records: the run's epoch records.
-        zones: objects with ``code, kind, name, g_per_kwh, low, high, source`` (default:
-            ``carbon_callbacks.intensity.all_zones()``).
-
-    Returns:
-        One footprint per zone.
-    """
-    if zones is None:
-        from carbon_callbacks.intensity import all_zones
-
-        zones = all_zones()
-    kwh = math.fsum(r.energy_kwh * (r.pue or 1.0) for r in records)
-    out = [
-        RegionFootprint(
-            code=z.code,
-            kind=z.kind,
-            name=z.name,
-            g_per_kwh=float(z.g_per_kwh),
-            co2_g=kwh * z.g_per_kwh,
-            co2_g_low=kwh * z.low,
-            co2_g_high=kwh * z.high,
-            source=z.source,
-        )
-        for z in zones
-    ]
-    return sorted(out, key=lambda f: (f.co2_g, f.code))
-
-
-def regions_rows(footprints: Sequence[RegionFootprint]) -> tuple[list[str], list[list[Any]]]:
-    """Headers and cells for ``compare-regions``."""
-    headers = ["rank", "zone", "kind", "name", "g/kWh", "co2_g", "low", "high", "car_km"]
-    cells = [
-        [
-            i,
-            f.code,
-            f.kind,
-            f.name,
-            f.g_per_kwh,
-            f.co2_g,
-            f.co2_g_low,
-            f.co2_g_high,
-            equivalents(f.co2_g, 0.0).car_km,
-        ]
-        for i, f in enumerate(footprints, 1)
-    ]
-    return headers, cells
-
-
-def describe_totals(rows: Mapping[str, float]) -> str:
-    """``"12.3 Wh, 4.56 g CO2e (≈ ...)"`` for a mapping with ``energy_kwh`` and ``co2_g``."""
-    kwh, g = rows["energy_kwh"], rows["co2_g"]
-    return f"{format_energy(kwh)}, {format_grams(g)} CO2e ({equivalents(g, kwh)})"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from carbon_callbacks.policies import metric_direction
 from carbon_callbacks.records import COMPONENTS, EpochRecord
-from carbon_callbacks.report import pick_monitor, train_records
+from carbon_callbacks.reports.summary import pick_monitor, train_records
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
