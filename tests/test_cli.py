@@ -266,7 +266,7 @@ def test_demo_closes_its_ledger_when_training_is_interrupted(
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("carbon_callbacks.demo._fit", interrupted)
+    monkeypatch.setattr("carbon_callbacks.cli.demo._fit", interrupted)
     code = main(["demo", "--ledger", str(tmp_path / "l.sqlite"), "--output-dir", str(tmp_path)])
     assert code == 130
     assert len(ledger_calls["opened"]) == 1

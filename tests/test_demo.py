@@ -12,7 +12,7 @@ pytest.importorskip("lightning", reason="the demo trains with Lightning")
 pytest.importorskip("sklearn", reason="the demo uses scikit-learn's bundled digits")
 
 from carbon_callbacks.cli import main  # noqa: E402
-from carbon_callbacks.demo import MONITOR, PROJECT, run_demo  # noqa: E402
+from carbon_callbacks.cli.demo import MONITOR, PROJECT, run_demo  # noqa: E402
 from carbon_callbacks.ledger import Ledger  # noqa: E402
 
 
