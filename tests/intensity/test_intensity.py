@@ -26,8 +26,9 @@ from carbon_callbacks.intensity import (
 from carbon_callbacks.intensity import co2e as emissions_module
 from carbon_callbacks.records import ComponentEnergy, Window
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SHIPPED = Path(__file__).resolve().parents[1] / "carbon_callbacks" / "intensity" / "data"
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = ROOT / "data" / "sources"
+SHIPPED = ROOT / "carbon_callbacks" / "intensity" / "data"
 HOUR = 3600.0
 
 
@@ -41,12 +42,12 @@ def clean_env(monkeypatch):
 
 
 def ember(iso3: str) -> float:
-    data = json.loads((SHARED / "ember_country_intensity_co2js.json").read_text())
+    data = json.loads((SOURCES / "ember_country_intensity_co2js.json").read_text())
     return float(data[iso3]["emissions_intensity_gco2_per_kwh"])
 
 
 def upstream_csv(name: str) -> list[dict[str, str]]:
-    with open(SHARED / name, newline="", encoding="utf-8") as f:
+    with open(SOURCES / name, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
@@ -321,7 +322,7 @@ def test_all_zones_lists_every_country_and_cloud_region():
     zones = all_zones()
     codes = {z.code for z in zones}
     countries = [k for k, v in json.loads(
-        (SHARED / "ember_country_intensity_co2js.json").read_text()).items() if v["country_code"]]
+        (SOURCES / "ember_country_intensity_co2js.json").read_text()).items() if v["country_code"]]
     gcp = [r["Google Cloud Region"] for r in upstream_csv("gcp_region_carbon_2024.csv")]
     assert set(countries) <= codes
     assert {f"gcp:{r}" for r in gcp} <= codes
@@ -334,7 +335,7 @@ def test_all_zones_lists_every_country_and_cloud_region():
 
 
 def test_shipped_country_table_matches_ember_file_row_for_row():
-    data = json.loads((SHARED / "ember_country_intensity_co2js.json").read_text())
+    data = json.loads((SOURCES / "ember_country_intensity_co2js.json").read_text())
     with open(SHIPPED / "countries.csv", newline="", encoding="utf-8") as f:
         shipped = {r["name"]: float(r["g_per_kwh"]) for r in csv.DictReader(f)}
     assert len(shipped) == len(data)

@@ -11,14 +11,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ledger_records import make_record
+
+from tests.helpers.ledger_records import make_record
 
 pytest.importorskip("sqlalchemy", reason="the PostgreSQL ledger needs SQLAlchemy")
 pytest.importorskip("psycopg", reason="the PostgreSQL ledger needs psycopg 3")
 
-from test_postgres_ledger import postgres_url  # noqa: E402,F401  (the server fixture)
-
 from carbon_callbacks.ledger import Ledger  # noqa: E402
+from tests.system.test_postgres_ledger import postgres_url  # noqa: E402,F401  (the server fixture)
 
 
 def test_a_role_that_may_only_select_can_read_the_ledger(postgres_url: str) -> None:  # noqa: F811

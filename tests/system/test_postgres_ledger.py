@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ledger_records import make_record
 
 from carbon_callbacks.ledger import SCHEMA_VERSION, Ledger
+from tests.helpers.ledger_records import make_record
 
 pytest.importorskip("sqlalchemy", reason="the PostgreSQL ledger needs SQLAlchemy")
 pytest.importorskip("psycopg", reason="the PostgreSQL ledger needs psycopg 3")
@@ -147,7 +147,7 @@ def test_two_processes_writing_one_postgres_ledger_lose_nothing(
     import subprocess
     import sys
 
-    worker = Path(__file__).with_name("ledger_worker.py")
+    worker = Path(__file__).resolve().parents[1] / "helpers" / "ledger_worker.py"
     go = tmp_path / "go"
     n = 100
     procs = [

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from ledger_records import make_record
 
 from carbon_callbacks.ledger import Ledger, LedgerError
+from tests.helpers.ledger_records import make_record
 
-WORKER = Path(__file__).with_name("ledger_worker.py")
+WORKER = Path(__file__).resolve().parents[1] / "helpers" / "ledger_worker.py"
 
 
 def _worker(*args: object) -> subprocess.Popen[str]:

@@ -9,7 +9,6 @@ import random
 from pathlib import Path
 
 import pytest
-from ledger_records import make_record
 
 from carbon_callbacks.cli import main
 from carbon_callbacks.ledger import Ledger
@@ -24,6 +23,7 @@ from carbon_callbacks.reports import (
     report_rows,
     summarize,
 )
+from tests.helpers.ledger_records import make_record
 
 JAN = 1_735_689_600.0  # 2025-01-01 00:00 UTC
 FEB = 1_738_368_000.0  # 2025-02-01 00:00 UTC

@@ -6,9 +6,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from ledger_records import make_record
 
 from carbon_callbacks.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger, LedgerError
+from tests.helpers.ledger_records import make_record
 
 
 def test_round_trip_keeps_every_field_of_every_epoch(tmp_path: Path) -> None:

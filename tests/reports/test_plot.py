@@ -6,9 +6,9 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from ledger_records import make_record
 
 from carbon_callbacks.reports.plot import knee_epoch, plot_run, run_figure
+from tests.helpers.ledger_records import make_record
 
 Image = pytest.importorskip("PIL.Image", reason="Pillow comes with matplotlib")
 

@@ -155,7 +155,7 @@ def test_ddp_two_cpu_ranks_log_the_sum_of_their_own_measurements(tmp_path):
     env = dict(os.environ, CARBON_CALLBACKS_LEDGER=str(tmp_path / "ledger.sqlite"))
     for name in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "RANK", "WORLD_SIZE"):
         env.pop(name, None)
-    script = Path(__file__).with_name("ddp_transformers_train.py")
+    script = Path(__file__).resolve().parents[1] / "helpers" / "ddp_transformers_train.py"
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(script), str(tmp_path)],

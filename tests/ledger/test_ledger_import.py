@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from ledger_records import make_record
 
 from carbon_callbacks.ledger import (
     Ledger,
@@ -19,6 +18,7 @@ from carbon_callbacks.ledger import (
     import_files,
     read_codecarbon_csv,
 )
+from tests.helpers.ledger_records import make_record
 
 # The columns CodeCarbon 2.x/3.x writes, in EmissionsData's field order
 # (codecarbon/output_methods/emissions_data.py).

@@ -1,11 +1,12 @@
-"""Rebuild the embedded intensity tables from the project's shared data folder.
+"""Rebuild the embedded intensity tables from the upstream files in ``data/sources/``.
 
 Run by hand when the upstream files change (not at import time, not in CI)::
 
-    python carbon_callbacks/intensity/data/derive_tables.py ../shared/data
+    python data/derive_tables.py [SOURCES_DIR]
 
-It writes ``countries.csv``, ``cloud_regions.csv`` and ``ipcc_lifecycle.csv`` next to itself.
-The rules it applies are the ones stated in ``README.md`` beside it: Ember for countries and
+It writes ``countries.csv``, ``cloud_regions.csv`` and ``ipcc_lifecycle.csv`` into
+``carbon_callbacks/intensity/data/``. The rules it applies are the ones stated in the
+``README.md`` there: Ember for countries and
 aggregates; Google's own 2024 file for GCP; for AWS and Azure the Cloud Carbon Footprint factor
 only where its source is EPA eGRID or the EEA, otherwise the region's country from the Ember table.
 """
@@ -18,6 +19,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SOURCES = HERE / "sources"
+TABLES = HERE.parent / "carbon_callbacks" / "intensity" / "data"
 
 # ISO 3166 alpha-3 -> alpha-2 for codes pycountry does not know (user-assigned codes).
 EXTRA_ALPHA2 = {"XKX": "XK"}
@@ -119,7 +122,7 @@ def derive(shared: Path) -> None:
             rows.append([iso3, _alpha2(iso3), "country", rec["country_or_region"], rec["year"], g])
         else:
             rows.append([AGGREGATES[key], "", "aggregate", key, rec["year"], g])
-    with open(HERE / "countries.csv", "w", newline="") as f:
+    with open(TABLES / "countries.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["code", "alpha2", "kind", "name", "year", "g_per_kwh"])
         w.writerows(rows)
@@ -162,7 +165,7 @@ def derive(shared: Path) -> None:
                         "EEA CO2 emission intensity, via Cloud Carbon Footprint (Appendix V)"])
         else:
             out.append(country_row("azure", region, iso3))
-    with open(HERE / "cloud_regions.csv", "w", newline="") as f:
+    with open(TABLES / "cloud_regions.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["provider", "region", "location", "country", "year", "g_per_kwh", "source"])
         w.writerows(sorted(out, key=lambda r: (r[0], r[1])))
@@ -170,11 +173,11 @@ def derive(shared: Path) -> None:
     with open(shared / "ipcc_ar5_lifecycle_factors.csv", newline="") as f:
         fuels = [[r["source_type"], float(r["lifecycle_gco2e_per_kwh_median"]),
                   r["checked_here"].split(":")[0], r["reference"]] for r in csv.DictReader(f)]
-    with open(HERE / "ipcc_lifecycle.csv", "w", newline="") as f:
+    with open(TABLES / "ipcc_lifecycle.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["fuel", "g_per_kwh", "checked", "reference"])
         w.writerows(fuels)
 
 
 if __name__ == "__main__":
-    derive(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[3] / "shared" / "data")
+    derive(Path(sys.argv[1]) if len(sys.argv) > 1 else SOURCES)

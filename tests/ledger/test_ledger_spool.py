@@ -8,9 +8,8 @@ import logging
 import os
 from pathlib import Path
 
-from ledger_records import make_record
-
 from carbon_callbacks.ledger import Ledger
+from tests.helpers.ledger_records import make_record
 
 
 def _warnings(caplog) -> list[str]:

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from ledger_records import make_record
 
 from carbon_callbacks.cli import main
 from carbon_callbacks.ledger import Ledger
+from tests.helpers.ledger_records import make_record
 
 
 def _cli(*args: str, env_ledger: Path | None = None) -> subprocess.CompletedProcess[str]:

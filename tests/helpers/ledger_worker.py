@@ -13,11 +13,11 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from ledger_records import make_record  # noqa: E402
+# Run as a script: the repository root makes ``tests.helpers`` importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from carbon_callbacks.ledger import Ledger  # noqa: E402
+from tests.helpers.ledger_records import make_record  # noqa: E402
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 
 from carbon_callbacks.ledger import Ledger  # noqa: E402
 
-SCRIPT = Path(__file__).with_name("ddp_lightning_fit.py")
+SCRIPT = Path(__file__).resolve().parents[1] / "helpers" / "ddp_lightning_fit.py"
 
 
 @pytest.fixture(scope="module")

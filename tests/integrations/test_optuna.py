@@ -1,6 +1,6 @@
 """Optuna integration: per-step CO2e in trials, CarbonPruner, study budget, Pareto knee.
 
-The two-worker tests run real worker processes (tests/optuna_worker.py) on one SQLite RDB
+The two-worker tests run real worker processes (tests/helpers/optuna_worker.py) on one SQLite RDB
 storage and on one JournalStorage file; everything else runs in-process.
 """
 
@@ -32,9 +32,8 @@ from carbon_callbacks.integrations.optuna import (
     trial_co2_g,
 )
 
-WORKER = Path(__file__).with_name("optuna_worker.py")
-sys.path.insert(0, str(WORKER.parent))
-import optuna_worker  # noqa: E402 (a helper beside this file)
+WORKER = Path(__file__).resolve().parents[1] / "helpers" / "optuna_worker.py"
+from tests.helpers import optuna_worker  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
