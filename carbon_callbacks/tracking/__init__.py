@@ -6,14 +6,9 @@ ledger and a trial (``sinks.py``). It knows no ML framework; the adapters call i
 from __future__ import annotations
 
 from carbon_callbacks.tracking.distributed import Reducer
+from carbon_callbacks.tracking.metrics import find_caller_instance, scalar_metrics
 from carbon_callbacks.tracking.sinks import LedgerSink, TrialSink
-from carbon_callbacks.tracking.tracker import (
-    EVAL_ENERGY_KEY,
-    LOG_KEYS,
-    EpochTracker,
-    find_caller_instance,
-    scalar_metrics,
-)
+from carbon_callbacks.tracking.tracker import EVAL_ENERGY_KEY, LOG_KEYS, EpochTracker
 
 __all__ = [
     "EVAL_ENERGY_KEY",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
-from carbon_callbacks.records import EpochRecord
+from carbon_callbacks.records import JOULES_PER_KWH, EpochRecord, Window
 
 STATE_VERSION = 1
 
@@ -73,3 +74,40 @@ class RunTotals:
         self.co2_g = float(state.get("co2_g_total", 0.0))
         self.local_energy_kwh = float(state.get("local_energy_kwh_total", 0.0))
         self.resumed_from = str(state.get("run_id", ""))
+
+
+def epoch_record(
+    epoch: int,
+    window: Window,
+    q: Mapping[str, float],
+    totals: RunTotals,
+    intensity: tuple[float, str],
+    pue: float,
+    metrics: dict[str, float],
+) -> EpochRecord:
+    """The record of one epoch from its window's (summed) quantities and the run's totals."""
+    g_per_kwh, provenance = intensity
+    return EpochRecord(
+        epoch=int(epoch),
+        start_wall=window.start_wall,
+        end_wall=window.end_wall,
+        seconds=window.seconds,
+        energy_kwh=q["joules"] / JOULES_PER_KWH,
+        energy_kwh_low=q["low"] / JOULES_PER_KWH,
+        energy_kwh_high=q["high"] / JOULES_PER_KWH,
+        co2_g=q["co2_g"],
+        co2_g_low=q["co2_low"],
+        co2_g_high=q["co2_high"],
+        energy_kwh_total=totals.energy_kwh,
+        co2_g_total=totals.co2_g,
+        power_w=q["joules"] / window.seconds if window.seconds > 0 else 0.0,
+        intensity_g_per_kwh=g_per_kwh if math.isfinite(g_per_kwh) else 0.0,
+        intensity_source=provenance,
+        cpu_energy_kwh=q["cpu"] / JOULES_PER_KWH,
+        gpu_energy_kwh=q["gpu"] / JOULES_PER_KWH,
+        ram_energy_kwh=q["ram"] / JOULES_PER_KWH,
+        methods=window.methods,
+        metrics=metrics,
+        stage="train",
+        pue=pue,
+    )

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -36,8 +34,9 @@ from carbon_callbacks.records import (
     Window,
 )
 from carbon_callbacks.tracking.distributed import Reducer, sum_across_ranks
+from carbon_callbacks.tracking.metrics import scalar_metrics
 from carbon_callbacks.tracking.sinks import LedgerSink, TrialSink, is_ledger_arg
-from carbon_callbacks.tracking.state import RunTotals
+from carbon_callbacks.tracking.state import RunTotals, epoch_record
 from carbon_callbacks.tracking.windows import EpochWindows, WindowCarbon
 
 logger = logging.getLogger(__name__)
@@ -47,48 +46,6 @@ EVAL_ENERGY_KEY = "eval_energy_kwh"
 
 LOG_KEYS: tuple[str, ...] = (*EpochRecord.LOG_KEYS, EVAL_ENERGY_KEY)
 """Every key an adapter logs per epoch (before the prefix)."""
-
-
-def _scalar(value: Any) -> float | None:
-    """A plain float from a number or a one-element tensor/array; None for anything else."""
-    if isinstance(value, (bool, int, float)):
-        return float(value)
-    numel = getattr(value, "numel", None)  # torch tensors
-    size = numel() if callable(numel) else getattr(value, "size", 1)  # numpy arrays
-    if size != 1:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def scalar_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
-    """The finite scalar entries of a framework's metrics mapping, as floats."""
-    out: dict[str, float] = {}
-    for name, value in (metrics or {}).items():
-        number = _scalar(value)
-        if number is not None and math.isfinite(number):
-            out[str(name)] = number
-    return out
-
-
-def find_caller_instance(kind: type, max_depth: int = 16) -> Any | None:
-    """The nearest ``self`` of type ``kind`` up the call stack, or None.
-
-    Adapters use it once per fit to reach the framework object that called them (Keras'
-    ``CallbackList``, transformers' ``Trainer``), which neither framework hands to a callback,
-    so that our keys can reach the loggers that run in the same event.
-    """
-    frame = sys._getframe(1)
-    for _ in range(max_depth):
-        if frame is None:
-            return None
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, kind):
-            return candidate
-        frame = frame.f_back
-    return None
 
 
 def _check_arguments(
@@ -127,43 +84,6 @@ def _check_arguments(
         )
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
-
-
-def _epoch_record(
-    epoch: int,
-    window: Window,
-    q: Mapping[str, float],
-    totals: RunTotals,
-    intensity: tuple[float, str],
-    pue: float,
-    metrics: dict[str, float],
-) -> EpochRecord:
-    """The record of one epoch from its window's (summed) quantities and the run's totals."""
-    g_per_kwh, provenance = intensity
-    return EpochRecord(
-        epoch=int(epoch),
-        start_wall=window.start_wall,
-        end_wall=window.end_wall,
-        seconds=window.seconds,
-        energy_kwh=q["joules"] / JOULES_PER_KWH,
-        energy_kwh_low=q["low"] / JOULES_PER_KWH,
-        energy_kwh_high=q["high"] / JOULES_PER_KWH,
-        co2_g=q["co2_g"],
-        co2_g_low=q["co2_low"],
-        co2_g_high=q["co2_high"],
-        energy_kwh_total=totals.energy_kwh,
-        co2_g_total=totals.co2_g,
-        power_w=q["joules"] / window.seconds if window.seconds > 0 else 0.0,
-        intensity_g_per_kwh=g_per_kwh if math.isfinite(g_per_kwh) else 0.0,
-        intensity_source=provenance,
-        cpu_energy_kwh=q["cpu"] / JOULES_PER_KWH,
-        gpu_energy_kwh=q["gpu"] / JOULES_PER_KWH,
-        ram_energy_kwh=q["ram"] / JOULES_PER_KWH,
-        methods=window.methods,
-        metrics=metrics,
-        stage="train",
-        pue=pue,
-    )
 
 
 class EpochTracker:
@@ -448,7 +368,7 @@ class EpochTracker:
         totals.co2_g += summed["co2_g"]
         own = set(self.keys) | set(LOG_KEYS)
         kept = {k: v for k, v in scalar_metrics(metrics).items() if k not in own}
-        record = _epoch_record(epoch, window, summed, totals, self._carbon.last, self.pue, kept)
+        record = epoch_record(epoch, window, summed, totals, self._carbon.last, self.pue, kept)
         totals.records.append(record)
         totals.eval_kwh.append(summed["eval_joules"] / JOULES_PER_KWH)
         self._check_monitor(record)
