@@ -16,7 +16,8 @@ Example::
     result = emissions(window, source)      # Emissions(g, low, high, intensity, provenance, pue)
 
 The live providers (``ElectricityMaps``, ``UKCarbonIntensity``) live in
-``carbon_callbacks.intensity.live`` and are loaded on first use.
+``carbon_callbacks.intensity.live`` (``providers``, and ``http`` for the one deadline-bounded
+GET they share) and are loaded on first use.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.intensity.co2e import Emissions, HourPart, check_pue, emissions
-from carbon_callbacks.intensity.resolution import ENV_VARS, resolve
+from carbon_callbacks.intensity.env import ENV_VARS
+from carbon_callbacks.intensity.resolution import resolve
 from carbon_callbacks.intensity.sources import (
     CallableIntensity,
     FixedIntensity,
@@ -63,7 +65,7 @@ _LIVE = {"ElectricityMaps", "UKCarbonIntensity"}
 
 
 def __getattr__(name: str) -> Any:
-    # The live providers pull in threading/urllib helpers; load them only when named.
+    # The live providers pull in http.client and ssl on use; load them only when named.
     if name in _LIVE:
         from carbon_callbacks.intensity import live
 

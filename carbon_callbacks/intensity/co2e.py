@@ -7,21 +7,23 @@ import logging
 import math
 from dataclasses import dataclass
 
+from carbon_callbacks._warn import WarnOnce
 from carbon_callbacks.intensity import tables
 from carbon_callbacks.intensity.sources import (
-    MAX_G_PER_KWH,
+    HOUR,
     IntensitySample,
     IntensitySource,
+    check_intensity,
+    hour_start,
 )
 from carbon_callbacks.records import JOULES_PER_KWH, Window
 
 logger = logging.getLogger(__name__)
 
-HOUR = 3600.0
 MAX_PUE = 5.0
 """Far above any reported data centre (about 1.1-2.5): a larger value is a mistake."""
 
-_warned: set[str] = set()
+_warned = WarnOnce(logger)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def _hours(start: float, end: float) -> list[tuple[float, float]]:
     if end <= start:
         return [(start, start)]
     cuts = [start]
-    boundary = (math.floor(start / HOUR) + 1) * HOUR
+    boundary = hour_start(start) + HOUR
     while boundary < end:
         cuts.append(boundary)
         boundary += HOUR
@@ -97,27 +99,22 @@ def _sample(source: IntensitySource, start: float, end: float) -> IntensitySampl
         if callable(sample):
             s = sample(start, end)
             if isinstance(s, IntensitySample):
-                g = s.g_per_kwh
-                if math.isfinite(g) and 0 <= g <= MAX_G_PER_KWH:
-                    return s
-                raise ValueError(f"intensity {g!r} outside 0-{MAX_G_PER_KWH:g} g/kWh")
+                check_intensity(s.g_per_kwh, f"{type(source).__name__}.sample()")
+                return s
         g, provenance = source.intensity_at(start, end)
-        g = float(g)
-        if not math.isfinite(g) or g < 0 or g > MAX_G_PER_KWH:
-            raise ValueError(f"intensity {g!r} outside 0-{MAX_G_PER_KWH:g} g/kWh")
+        g = check_intensity(float(g), f"{type(source).__name__}.intensity_at()")
         return IntensitySample(g, g, g, str(provenance))
     except Exception as exc:  # noqa: BLE001 - a faulty source must not stop training
         world = tables.world()
         cause = f"{type(source).__name__}:{type(exc).__name__}"
-        if cause not in _warned:
-            _warned.add(cause)
-            logger.warning(
-                "intensity source %r failed (%s: %s); using the world average %.4g gCO2e/kWh",
-                source,
-                type(exc).__name__,
-                exc,
-                world.g_per_kwh,
-            )
+        _warned(
+            cause,
+            "intensity source %r failed (%s: %s); using the world average %.4g gCO2e/kWh",
+            source,
+            type(exc).__name__,
+            exc,
+            world.g_per_kwh,
+        )
         return IntensitySample(
             world.g_per_kwh, world.low, world.high, f"{world.provenance} (fallback)"
         )

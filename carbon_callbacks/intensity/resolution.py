@@ -36,7 +36,17 @@ import logging
 import os
 from collections.abc import Mapping
 
+from carbon_callbacks._warn import WarnOnce
 from carbon_callbacks.intensity import tables
+from carbon_callbacks.intensity.env import (  # noqa: F401 - ENV_VARS is re-exported
+    CLOUD_REGION_ENV,
+    ENV_VARS,
+    INTENSITY_ENV,
+    PROVIDER_ENV,
+    TOKEN_ENV,
+    UK_POSTCODE_ENV,
+    ZONE_ENV,
+)
 from carbon_callbacks.intensity.sources import (
     CallableIntensity,
     FixedIntensity,
@@ -47,34 +57,10 @@ from carbon_callbacks.intensity.sources import (
 
 logger = logging.getLogger(__name__)
 
-INTENSITY_ENV = "CARBON_CALLBACKS_INTENSITY"
-CLOUD_REGION_ENV = "CARBON_CALLBACKS_CLOUD_REGION"
-ZONE_ENV = "CARBON_CALLBACKS_ZONE"
-TOKEN_ENV = "CARBON_CALLBACKS_ELECTRICITYMAPS_TOKEN"
-PROVIDER_ENV = "CARBON_CALLBACKS_PROVIDER"
-UK_POSTCODE_ENV = "CARBON_CALLBACKS_UK_POSTCODE"
-
-ENV_VARS = (
-    INTENSITY_ENV,
-    CLOUD_REGION_ENV,
-    ZONE_ENV,
-    TOKEN_ENV,
-    "CARBON_CALLBACKS_ELECTRICITYMAPS_URL",
-    PROVIDER_ENV,
-    UK_POSTCODE_ENV,
-    "CARBON_CALLBACKS_UK_CARBON_INTENSITY_URL",
-)
-
 PROVIDERS = ("electricitymaps", "uk-carbon-intensity", "none")
 _UK_CODES = {"GB", "GBR", "UK"}
 
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str, *args: object) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        logger.warning(message, *args)
+_warned = WarnOnce(logger)
 
 
 def _provider() -> str:
@@ -95,7 +81,7 @@ def _place(code: str, origin: str) -> IntensitySource:
         row = _zone_or_country(code, origin)
         if row.kind == "aggregate":
             # Electricity Maps has no WORLD, EU or continent zones: asking would fail every hour.
-            _warn_once(
+            _warned(
                 f"em-aggregate-{row.code}",
                 "Electricity Maps has no aggregate zones; %s=%r uses the embedded yearly "
                 "average %.4g gCO2e/kWh (%s)",
@@ -114,7 +100,7 @@ def _place(code: str, origin: str) -> IntensitySource:
             from carbon_callbacks.intensity import live
 
             return live.UKCarbonIntensity(os.environ.get(UK_POSTCODE_ENV) or None)
-        _warn_once(
+        _warned(
             "uk-not-gb",
             "%s=uk-carbon-intensity covers Great Britain only; %s=%r uses the embedded table",
             PROVIDER_ENV,
@@ -233,14 +219,14 @@ def _from_environment() -> IntensitySource:
     if _provider() == "uk-carbon-intensity":
         return _place("GB", PROVIDER_ENV)
     if os.environ.get(TOKEN_ENV):
-        _warn_once(
+        _warned(
             "token-no-zone",
             "%s is set but no zone is named; set %s (e.g. DE) to use Electricity Maps",
             TOKEN_ENV,
             ZONE_ENV,
         )
     world = tables.world()
-    _warn_once(
+    _warned(
         "world",
         "no location for carbon intensity: using the world average %.4g gCO2e/kWh (%s), which "
         "can be 10x off for a given country. Pass intensity='FR' (a country code, "

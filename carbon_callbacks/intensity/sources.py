@@ -1,9 +1,9 @@
 """Offline intensity sources: a fixed value, an embedded zone, an IPCC fuel mix, a user callable.
 
-Every source answers ``intensity_at(start, end) -> (gCO2e/kWh, provenance)`` (the contract's
-``IntensitySource``). Ours also answer ``sample(start, end) -> IntensitySample``, which adds the
-low/high band that ``emissions()`` turns into a CO2e range, and say with ``time_varying`` whether
-a long window needs splitting hour by hour.
+Every source answers ``intensity_at(start, end) -> (gCO2e/kWh, provenance)`` (the
+``IntensitySource`` protocol below). Ours also answer ``sample(start, end) -> IntensitySample``,
+which adds the low/high band that ``emissions()`` turns into a CO2e range, and say with
+``time_varying`` whether a long window needs splitting hour by hour.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from carbon_callbacks._warn import WarnOnce
 from carbon_callbacks.intensity import tables
 from carbon_callbacks.intensity.tables import MIX_SPREAD, ZoneIntensity
 
@@ -21,6 +22,14 @@ logger = logging.getLogger(__name__)
 
 MAX_G_PER_KWH = 2000.0
 """Above any real grid (the dirtiest yearly averages are about 1,300 g/kWh): a typo or kg/MWh."""
+
+HOUR = 3600.0
+"""Seconds in a clock hour: live providers answer per hour, and windows are cut at hours."""
+
+
+def hour_start(t: float) -> float:
+    """The start of the clock hour (Unix time) holding ``t``."""
+    return math.floor(t / HOUR) * HOUR
 
 
 @runtime_checkable
@@ -260,7 +269,7 @@ class CallableIntensity(BaseIntensity):
         self.spread = check_spread(spread)
         self.name = getattr(fn, "__qualname__", None) or type(fn).__name__
         self.fallback = fallback
-        self._warned: set[str] = set()
+        self._warned = WarnOnce(logger)
 
     def sample(self, start: float, end: float) -> IntensitySample:
         """Ask the function; fall back (with one warning per cause) when it fails."""
@@ -274,16 +283,15 @@ class CallableIntensity(BaseIntensity):
         except Exception as exc:  # noqa: BLE001 - a user function must not stop training
             cause = type(exc).__name__
             fallback = self.fallback or ZoneSource(tables.world())
-            if cause not in self._warned:
-                self._warned.add(cause)
-                logger.warning(
-                    "intensity function %s failed (%s: %s); using %s instead",
-                    self.name,
-                    cause,
-                    exc,
-                    fallback.sample(start, end).provenance,
-                )
             s = fallback.sample(start, end)
+            self._warned(
+                cause,
+                "intensity function %s failed (%s: %s); using %s instead",
+                self.name,
+                cause,
+                exc,
+                s.provenance,
+            )
             return IntensitySample(
                 s.g_per_kwh, s.low, s.high, f"{s.provenance} (fallback: {self.name} failed)"
             )
