@@ -9,6 +9,8 @@ It writes ``countries.csv``, ``cloud_regions.csv`` and ``ipcc_lifecycle.csv`` in
 ``README.md`` there: Ember for countries and
 aggregates; Google's own 2024 file for GCP; for AWS and Azure the Cloud Carbon Footprint factor
 only where its source is EPA eGRID or the EEA, otherwise the region's country from the Ember table.
+Every value is then raised to its lifecycle floor where it lies below it (``lifecycle_floors``):
+the shipped tables are lifecycle intensities, and no grid's lifecycle figure can be 0.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ AZURE_NAME = {
 }
 
 US_STATE_GRID = "EPA eGRID2020 NERC region {nerc}, via Cloud Carbon Footprint (Appendix V)"
+EEA = "EEA CO2 emission intensity, via Cloud Carbon Footprint (Appendix V)"
 
 
 def _alpha2(iso3: str) -> str:
@@ -107,8 +110,67 @@ def _alpha2(iso3: str) -> str:
     return pycountry.countries.get(alpha_3=iso3).alpha_2
 
 
-def derive(shared: Path) -> None:
-    """Write the three tables from the files in ``shared``."""
+# OWID generation columns -> the IPCC AR5 rows of that technology. The floor takes the lowest
+# median among them (solar: CSP, rooftop or utility PV), and for "other renewables" (geothermal,
+# tidal, wave) the lowest median of the whole table, so that it stays a lower bound.
+LOW_CARBON_ROWS: dict[str, tuple[str, ...]] = {
+    "hydroelectricity_TWh": ("hydro",),
+    "nuclear_TWh": ("nuclear",),
+    "wind_TWh": ("wind_onshore", "wind_offshore"),
+    "solar_TWh": ("solar_pv_utility", "solar_pv_rooftop", "solar_csp"),
+    "biofuel_TWh": ("biomass",),
+    "other_renewable_exc_biofuel_TWh": (),
+}
+
+
+def lifecycle_floors(
+    fuels: dict[str, float], mixes: dict[str, dict]
+) -> tuple[float, dict[str, float]]:
+    """The lowest lifecycle intensity any grid can have, overall and per country.
+
+    Args:
+        fuels: IPCC AR5 lifecycle median per fuel, gCO2e/kWh.
+        mixes: OWID generation per country (ISO alpha-3), TWh per source.
+
+    Returns:
+        The table's lowest median (no kWh from any technology is cleaner), and per country the
+        lifecycle emissions of its low-carbon generation alone, spread over all its generation:
+        a figure that also counts the fossil share can only be higher.
+    """
+    lowest = min(fuels.values())
+    floors: dict[str, float] = {}
+    for iso3, mix in mixes.items():
+        total = float(mix.get("total_TWh") or 0.0)
+        if total <= 0:
+            continue
+        grams = sum(
+            float(mix.get(column) or 0.0) * min(fuels[f] for f in (rows or tuple(fuels)))
+            for column, rows in LOW_CARBON_ROWS.items()
+        )
+        floors[iso3] = round(max(lowest, grams / total), 2)
+    return lowest, floors
+
+
+def derive(shared: Path, out_dir: Path = TABLES) -> None:
+    """Write the three tables from the files in ``shared`` into ``out_dir``."""
+    with open(shared / "ipcc_ar5_lifecycle_factors.csv", newline="") as f:
+        fuels = [
+            [
+                r["source_type"],
+                float(r["lifecycle_gco2e_per_kwh_median"]),
+                r["checked_here"].split(":")[0],
+                r["reference"],
+            ]
+            for r in csv.DictReader(f)
+        ]
+    mixes = json.loads((shared / "owid_country_energy_mix_codecarbon.json").read_text())
+    lowest, floors = lifecycle_floors({r[0]: r[1] for r in fuels}, mixes)
+
+    def floored(g: float, iso3: str) -> tuple[float, float | str]:
+        """The value to ship and, when the floor raised it, the upstream value ("" if not)."""
+        floor = floors.get(iso3, lowest)
+        return (floor, g) if g < floor else (g, "")
+
     ember = json.loads((shared / "ember_country_intensity_co2js.json").read_text())
     country_value: dict[str, tuple[float, int]] = {}
     country_name: dict[str, str] = {}
@@ -117,23 +179,32 @@ def derive(shared: Path) -> None:
         g = float(rec["emissions_intensity_gco2_per_kwh"])
         if rec["country_code"]:
             iso3 = rec["country_code"]
-            country_value[iso3] = (g, rec["year"])
+            value, raised_from = floored(g, iso3)
+            country_value[iso3] = (value, rec["year"])
             country_name[iso3] = rec["country_or_region"]
-            rows.append([iso3, _alpha2(iso3), "country", rec["country_or_region"], rec["year"], g])
+            rows.append(
+                [iso3, _alpha2(iso3), "country", rec["country_or_region"], rec["year"], value,
+                 raised_from]
+            )
         else:
-            rows.append([AGGREGATES[key], "", "aggregate", key, rec["year"], g])
-    with open(TABLES / "countries.csv", "w", newline="") as f:
+            value, raised_from = floored(g, "")
+            rows.append([AGGREGATES[key], "", "aggregate", key, rec["year"], value, raised_from])
+    with open(out_dir / "countries.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["code", "alpha2", "kind", "name", "year", "g_per_kwh"])
+        w.writerow(["code", "alpha2", "kind", "name", "year", "g_per_kwh", "raised_from"])
         w.writerows(rows)
 
     out = []
+
+    def region_row(provider, region, location, iso3, year, g, source) -> list:
+        return [provider, region, location, iso3, year, *floored(g, iso3), source]
+
     with open(shared / "gcp_region_carbon_2024.csv", newline="") as f:
         for r in csv.DictReader(f):
             region = r["Google Cloud Region"]
-            out.append(["gcp", region, r["Location"], GCP_COUNTRY[region], 2024,
-                        float(r["Grid carbon intensity (gCO2eq / kWh)"]),
-                        "Google Cloud region-carbon-info 2024 (grid, location-based)"])
+            out.append(region_row("gcp", region, r["Location"], GCP_COUNTRY[region], 2024,
+                                  float(r["Grid carbon intensity (gCO2eq / kWh)"]),
+                                  "Google Cloud region-carbon-info 2024 (grid, location-based)"))
 
     ccf: dict[tuple[str, str], dict[str, str]] = {}
     with open(shared / "ccf_cloud_region_factors.csv", newline="") as f:
@@ -143,37 +214,36 @@ def derive(shared: Path) -> None:
                 ccf[(r["provider"], name.lower())] = r
 
     def country_row(provider: str, region: str, iso3: str) -> list:
-        g, year = country_value[iso3]
+        g, year = country_value[iso3]  # already floored with the country
         source = f"Ember {year} country average ({iso3})"
-        return [provider, region, country_name[iso3], iso3, year, g, source]
+        return [provider, region, country_name[iso3], iso3, year, g, "", source]
 
     for (provider, name), r in sorted(ccf.items()):
         if r["source"] == "EPA":
-            out.append([provider, name, r["location"], "USA", 2020, float(r["gco2e_per_kwh"]),
-                        US_STATE_GRID.format(nerc=r["nerc_region"])])
+            out.append(region_row(provider, name, r["location"], "USA", 2020,
+                                  float(r["gco2e_per_kwh"]),
+                                  US_STATE_GRID.format(nerc=r["nerc_region"])))
     for region, iso3 in AWS_COUNTRY.items():
         r = ccf.get(("aws", region))
         if r is not None and r["source"] == "EEA":
-            out.append(["aws", region, r["location"], iso3, "", float(r["gco2e_per_kwh"]),
-                        "EEA CO2 emission intensity, via Cloud Carbon Footprint (Appendix V)"])
+            out.append(region_row("aws", region, r["location"], iso3, "",
+                                  float(r["gco2e_per_kwh"]), EEA))
         else:
             out.append(country_row("aws", region, iso3))
     for region, iso3 in AZURE_COUNTRY.items():
         r = ccf.get(("azure", AZURE_NAME.get(region, region)))
         if r is not None and r["source"] == "EEA":
-            out.append(["azure", region, r["location"], iso3, "", float(r["gco2e_per_kwh"]),
-                        "EEA CO2 emission intensity, via Cloud Carbon Footprint (Appendix V)"])
+            out.append(region_row("azure", region, r["location"], iso3, "",
+                                  float(r["gco2e_per_kwh"]), EEA))
         else:
             out.append(country_row("azure", region, iso3))
-    with open(TABLES / "cloud_regions.csv", "w", newline="") as f:
+    with open(out_dir / "cloud_regions.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["provider", "region", "location", "country", "year", "g_per_kwh", "source"])
+        w.writerow(["provider", "region", "location", "country", "year", "g_per_kwh",
+                    "raised_from", "source"])
         w.writerows(sorted(out, key=lambda r: (r[0], r[1])))
 
-    with open(shared / "ipcc_ar5_lifecycle_factors.csv", newline="") as f:
-        fuels = [[r["source_type"], float(r["lifecycle_gco2e_per_kwh_median"]),
-                  r["checked_here"].split(":")[0], r["reference"]] for r in csv.DictReader(f)]
-    with open(TABLES / "ipcc_lifecycle.csv", "w", newline="") as f:
+    with open(out_dir / "ipcc_lifecycle.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["fuel", "g_per_kwh", "checked", "reference"])
         w.writerows(fuels)

@@ -71,6 +71,20 @@ def _year(text: str) -> int | None:
     return int(text) if text.strip() else None
 
 
+def _ember_source(row: dict[str, str]) -> str:
+    note = _floor_note(row.get("raised_from"))
+    # With a note the year goes before it ("... 2022, raised from 0 ..."), not after.
+    year = f" {row['year']}" if note and row["year"].strip() else ""
+    return f"Ember yearly average, {row['name']}{year}{note}"
+
+
+def _floor_note(raised_from: str | None) -> str:
+    """What the provenance says when derive_tables raised an upstream value to its floor."""
+    if not raised_from:
+        return ""
+    return f", raised from {float(raised_from):g} to its lifecycle floor"
+
+
 @functools.lru_cache(maxsize=1)
 def _countries() -> tuple[dict[str, ZoneIntensity], dict[str, str]]:
     """Zones by upper-case code, and alpha-2 -> alpha-3."""
@@ -89,7 +103,7 @@ def _countries() -> tuple[dict[str, ZoneIntensity], dict[str, str]]:
                 low=low,
                 high=high,
                 year=_year(r["year"]),
-                source=f"Ember yearly average, {r['name']}",
+                source=_ember_source(r),
                 country="" if aggregate else r["code"],
             )
             if r["alpha2"]:
@@ -132,7 +146,7 @@ def _cloud_regions() -> dict[str, ZoneIntensity]:
                 low=low,
                 high=high,
                 year=_year(r["year"]),
-                source=r["source"],
+                source=r["source"] + _floor_note(r.get("raised_from")),
                 country=r["country"],
             )
     return regions
