@@ -183,18 +183,24 @@ def _emissions(window: Window, source: IntensitySource, pue: float) -> Emissions
         high += kwh_high * share * s.high * pue
         provenances[s.provenance] = None
         parts.append(HourPart(a, b, kwh * share, s.g_per_kwh, part_g, s.provenance))
-    if kwh > 0:
+    values = {p.g_per_kwh for p in parts}
+    if len(values) == 1:
+        # One intensity for the whole window (a yearly table, a fixed value, one hour): say
+        # exactly that value; g / (kwh * pue) would give it back as 200.00000000000003.
+        intensity = values.pop()
+    elif kwh > 0:
         intensity = g / (kwh * pue)
     else:
         # No energy: report the time-weighted intensity so the record still says what applied.
         weights = [(p.end - p.start) or 1.0 for p in parts]
         weighted = sum(w * p.g_per_kwh for w, p in zip(weights, parts, strict=True))
         intensity = weighted / sum(weights)
+    # "+ 0.0" turns a negative zero (from a window of -0.0 J) into 0.0, never shown as "-0".
     return Emissions(
-        g=g,
-        low=min(low, g),
-        high=max(high, g),
-        intensity_g_per_kwh=intensity,
+        g=g + 0.0,
+        low=min(low, g) + 0.0,
+        high=max(high, g) + 0.0,
+        intensity_g_per_kwh=intensity + 0.0,
         provenance="; ".join(provenances),
         pue=pue,
         parts=tuple(parts),

@@ -72,6 +72,7 @@ def _short(x: float) -> str:
 
 def format_grams(g: float) -> str:
     """Grams CO2e in a readable unit (mg, g, kg, t)."""
+    g += 0.0  # a negative zero reads "0 g", not "-0 g"
     a = abs(g)
     if a >= 1e6:
         return f"{g / 1e6:.3g} t"
@@ -86,6 +87,7 @@ def format_grams(g: float) -> str:
 
 def format_energy(kwh: float) -> str:
     """Energy in a readable unit (mWh, Wh, kWh, MWh)."""
+    kwh += 0.0  # a negative zero reads "0 kWh", not "-0 kWh"
     a = abs(kwh)
     if a >= 1e3:
         return f"{kwh / 1e3:.3g} MWh"
@@ -132,6 +134,7 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         if math.isnan(v):
             return "-"
+        v += 0.0  # a negative zero reads "0", not "-0"
         return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
     return str(v)
 
@@ -144,18 +147,31 @@ def _is_number(s: str) -> bool:
     return True
 
 
+def _written(v: Any) -> Any:
+    """A cell as CSV/JSON write it: floats to 12 significant digits, no negative zero.
+
+    Twelve digits keep every figure far beyond what was measured while dropping float noise
+    (200.00000000000003 g/kWh from 200 x kWh / kWh).
+    """
+    if isinstance(v, float) and math.isfinite(v):
+        return float(f"{v:.12g}") + 0.0
+    return v
+
+
 def as_csv(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """The rows as CSV text with a header line."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(headers)
-    writer.writerows(rows)
+    writer.writerows([_written(v) for v in row] for row in rows)
     return buf.getvalue()
 
 
 def as_json(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """The rows as a JSON list of objects keyed by the headers."""
-    return json.dumps([dict(zip(headers, row, strict=True)) for row in rows], indent=2)
+    return json.dumps(
+        [{h: _written(v) for h, v in zip(headers, row, strict=True)} for row in rows], indent=2
+    )
 
 
 def render(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table") -> str:
