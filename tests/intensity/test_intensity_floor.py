@@ -15,14 +15,16 @@ import pytest
 
 from carbon_callbacks.intensity import all_zones, lookup_country, tables
 from carbon_callbacks.records import EpochRecord
-from carbon_callbacks.report import compare_regions
+from carbon_callbacks.reports import compare_regions
 
-SOURCES = Path(__file__).resolve().parents[2] / "shared" / "data"
-SHIPPED = Path(__file__).resolve().parents[1] / "carbon_callbacks" / "intensity" / "data"
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = ROOT / "data" / "sources"
+SHIPPED = ROOT / "carbon_callbacks" / "intensity" / "data"
 
 
 def derive_tables():
-    spec = importlib.util.spec_from_file_location("derive_tables", SHIPPED / "derive_tables.py")
+    path = ROOT / "data" / "derive_tables.py"
+    spec = importlib.util.spec_from_file_location("derive_tables", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -8,7 +8,7 @@ import pytest
 
 from carbon_callbacks.intensity import FixedIntensity, emissions, resolve
 from carbon_callbacks.records import ComponentEnergy, Window
-from carbon_callbacks.report import format_energy, format_grams, render
+from carbon_callbacks.reports import format_energy, format_grams, render
 
 HOUR = 3600.0
 
