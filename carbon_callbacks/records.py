@@ -115,6 +115,40 @@ class Window:
 
 
 @dataclass(frozen=True)
+class Horizon:
+    """What lies ahead of a run at an epoch's end, as its adapter could read it.
+
+    The stopping rules extrapolate a metric from its past epochs; a learning-rate schedule with
+    a drop still ahead makes the future unlike the past, so the adapters pass what they can read
+    of it here. Framework-free: any training loop can fill it in.
+    """
+
+    max_epochs: int | None = None
+    """The epoch count the run is set up for (None: unknown)."""
+    lr: float | None = None
+    """The learning rate the finished epoch trained with (first parameter group)."""
+    lr_ahead: tuple[float, ...] = ()
+    """The learning rate each coming epoch will start with, as far as it could be computed."""
+    scheduler: str = ""
+    """The scheduler's class name(s), "" when none."""
+    lr_known: bool = True
+    """False when a scheduler exists whose future cannot be computed (it reacts to metrics,
+    like ``ReduceLROnPlateau``, or could not be simulated)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {**dataclasses.asdict(self), "lr_ahead": list(self.lr_ahead)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Horizon:
+        """Rebuild from ``to_dict()`` output, ignoring unknown keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in d.items() if k in names}
+        values["lr_ahead"] = tuple(float(x) for x in values.get("lr_ahead", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class EpochRecord:
     """One epoch (or evaluation) of a run: its energy, CO2e and the model's metrics.
 
@@ -144,6 +178,9 @@ class EpochRecord:
     metrics: Mapping[str, float] = field(default_factory=dict)
     stage: str = "train"
     pue: float = 1.0
+    horizon: Horizon | None = field(default=None, compare=False)
+    """What the adapter read of the road ahead (max_epochs, the LR schedule); not a
+    measurement, so not part of equality and not stored in the ledger."""
 
     LOG_KEYS = (
         "energy_kwh",
@@ -171,13 +208,21 @@ class EpochRecord:
         d = dataclasses.asdict(self)
         d["methods"] = dict(self.methods)
         d["metrics"] = {k: float(v) for k, v in self.metrics.items()}
+        # Only when known: the ledger and its exports keep measurements, not the road ahead.
+        d.pop("horizon", None)
+        if self.horizon is not None:
+            d["horizon"] = self.horizon.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EpochRecord:
         """Rebuild a record from ``to_dict()`` output, ignoring unknown keys."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        values = {k: v for k, v in d.items() if k in names}
+        horizon = values.get("horizon")
+        if isinstance(horizon, Mapping):
+            values["horizon"] = Horizon.from_dict(horizon)
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
             out,
             monitor=args.monitor or run.metadata.get("monitor"),
             stopped_early=run.stopped_early,
-            stop_reason=run.stop_reason,
             title=f"run {run.run_id} ({run.project or 'no project'})",
         )
     except ImportError as exc:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import math
 import os
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.policies import metric_direction
 from carbon_callbacks.records import COMPONENTS, EpochRecord
@@ -20,7 +19,6 @@ from carbon_callbacks.reports.summary import pick_monitor, train_records
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-_SHOULDER = re.compile(r"shoulder at epoch (\d+)")
 _COLORS = {"cpu": "#4C72B0", "gpu": "#DD8452", "ram": "#55A868", "other": "#8C8C8C"}
 
 
@@ -72,7 +70,7 @@ def plot_run(
     monitor: str | None = None,
     mode: str | None = None,
     stopped_early: bool = False,
-    stop_reason: str = "",
+    stop_details: Mapping[str, Any] | None = None,
     shoulder_epoch: int | None = None,
     baseline: Sequence[EpochRecord] | None = None,
     baseline_label: str = "run to max_epochs",
@@ -93,8 +91,9 @@ def plot_run(
             from the metric's name (``policies.metric_direction``), ``"min"`` when it does not
             say.
         stopped_early: whether a policy stopped the run (marks the stop point).
-        stop_reason: the policy's reason; a "shoulder at epoch N" in it sets the shoulder.
-        shoulder_epoch: the shoulder; default from ``stop_reason``, else the curve's knee.
+        stop_details: the stopping decision's ``details`` (``Decision.details``); its
+            ``shoulder_epoch`` marks the shoulder the policy found.
+        shoulder_epoch: the shoulder; default from ``stop_details``, else the curve's knee.
         baseline: another run's records to draw for comparison (e.g. the full run).
         baseline_label: the legend entry of the baseline.
         label: the legend entry of this run.
@@ -112,7 +111,7 @@ def plot_run(
         monitor=monitor,
         mode=mode,
         stopped_early=stopped_early,
-        stop_reason=stop_reason,
+        stop_details=stop_details,
         shoulder_epoch=shoulder_epoch,
         baseline=baseline,
         baseline_label=baseline_label,
@@ -130,7 +129,7 @@ def run_figure(
     monitor: str | None = None,
     mode: str | None = None,
     stopped_early: bool = False,
-    stop_reason: str = "",
+    stop_details: Mapping[str, Any] | None = None,
     shoulder_epoch: int | None = None,
     baseline: Sequence[EpochRecord] | None = None,
     baseline_label: str = "run to max_epochs",
@@ -189,9 +188,9 @@ def run_figure(
             xs, ys, es = zip(*pts, strict=True)
             ax_m.plot(xs, ys, "o-", color="#2A7F62", ms=4, lw=2, label=label)
             if shoulder_epoch is None:
-                found = _SHOULDER.search(stop_reason or "")
+                found = (stop_details or {}).get("shoulder_epoch")
                 shoulder_epoch = (
-                    int(found.group(1)) if found else knee_epoch(train, monitor, direction)
+                    int(found) if found is not None else knee_epoch(train, monitor, direction)
                 )
             if shoulder_epoch is not None and shoulder_epoch in es:
                 i = es.index(shoulder_epoch)

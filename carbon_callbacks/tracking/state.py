@@ -43,8 +43,8 @@ class RunTotals:
                 position = i
         return self.eval_kwh[position] if 0 <= position < len(self.eval_kwh) else 0.0
 
-    def to_state(self, run_id: str, policy_state: Any) -> dict[str, Any]:
-        """The JSON-ready checkpoint form."""
+    def to_state(self, run_id: str) -> dict[str, Any]:
+        """The JSON-ready checkpoint form (the policies keep no state: they read the records)."""
         return {
             "version": STATE_VERSION,
             "records": [r.to_dict() for r in self.records],
@@ -53,7 +53,6 @@ class RunTotals:
             "co2_g_total": self.co2_g,
             "local_energy_kwh_total": self.local_energy_kwh,
             "run_id": run_id or self.resumed_from,
-            "policy": policy_state,
         }
 
     def load(self, state: Mapping[str, Any]) -> None:

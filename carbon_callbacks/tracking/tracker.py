@@ -15,7 +15,6 @@ failure logs one warning per cause and the epoch is recorded with what is known.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -231,17 +230,12 @@ class EpochTracker:
         return self._windows.run_window()
 
     def state_dict(self) -> dict[str, Any]:
-        """Totals, records and the policy's state, JSON-ready, for checkpoints."""
-        policy_state: Any = None
-        state_fn = getattr(self.policy, "state_dict", None)
-        if callable(state_fn):
-            try:
-                policy_state = state_fn()
-                json.dumps(policy_state)
-            except Exception as exc:  # noqa: BLE001 - a checkpoint must not fail on our part
-                self._warn("policy-state", "policy state not saved (%s)", exc)
-                policy_state = None
-        return self._totals.to_state(self.run_id, policy_state)
+        """Totals and records, JSON-ready, for checkpoints.
+
+        The policies keep no state of their own: they decide from these records, so a resumed
+        run decides as an uninterrupted one would.
+        """
+        return self._totals.to_state(self.run_id)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore totals and records saved by ``state_dict()`` (resume from a checkpoint).
@@ -252,12 +246,6 @@ class EpochTracker:
             ValueError: A state written by a newer, incompatible version.
         """
         self._totals.load(state)
-        load_fn = getattr(self.policy, "load_state_dict", None)
-        if state.get("policy") is not None and callable(load_fn):
-            try:
-                load_fn(state["policy"])
-            except Exception as exc:  # noqa: BLE001
-                self._warn("policy-state", "policy state not restored (%s)", exc)
         self._restored = not self._active
 
     # ------------------------------------------------------------------ hooks
@@ -274,7 +262,6 @@ class EpochTracker:
             self.fit_end()
         if not self._restored:
             self._totals.clear()
-            self._reset_policy()
         self._restored = False
         self._reset_fit()
         self._active = True
@@ -282,18 +269,6 @@ class EpochTracker:
         self._windows.start()
         if primary:
             self._ledger.start(lambda: self._run_metadata(metadata))
-
-    def _reset_policy(self) -> None:
-        """Clear the policy's counts from an earlier run (a second fit(), the next trial).
-
-        A resumed run skips this: its policy state came from the checkpoint.
-        """
-        reset = getattr(self.policy, "reset", None)
-        if callable(reset):
-            try:
-                reset()
-            except Exception as exc:  # noqa: BLE001 - a user policy must not fail training
-                self._warn("policy-reset", "stopping policy reset failed (%s)", exc)
 
     def _run_metadata(self, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
         meta: dict[str, Any] = {"framework": self.framework, **self.metadata}

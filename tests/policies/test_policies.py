@@ -174,55 +174,44 @@ def test_marginal_gain_without_measured_energy_warns_and_goes_on(caplog):
     assert sum("cannot be computed" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_marginal_gain_state_survives_resume_and_repeat_calls():
+def test_marginal_gain_decides_from_records_alone_so_resume_and_repeat_calls_agree():
     acc = [0.05 * min(e, 10) for e in range(20)]
     records = make_records([100.0] * 20, [{"val_accuracy": a} for a in acc])
     first = MarginalGain("val_accuracy", min_gain_per_kg=0.1, window=3, patience=3)
-    for n in range(1, 15):
-        first.decide(records[:n])
-        first.decide(records[:n])  # a second call for the same epoch is not a second strike
+    decisions = []
+    for n in range(1, 16):
+        decisions.append(first.decide(records[:n]))
+        assert first.decide(records[:n]) == decisions[-1]  # a second call changes nothing
+    # A policy built after a resume sees the same records and says the same.
     resumed = MarginalGain("val_accuracy", min_gain_per_kg=0.1, window=3, patience=3)
-    resumed.load_state_dict(first.state_dict())
-    assert resumed.state_dict() == first.state_dict()
-    # Strikes at 12 and 13 happened before the resume; the third (epoch 14) stops.
-    assert resumed.decide(records[:15]).stop
-    fresh = MarginalGain("val_accuracy", min_gain_per_kg=0.1, window=3, patience=3)
-    assert not fresh.decide(records[:15]).stop
+    assert resumed.decide(records[:15]) == decisions[-1]
+    assert decisions[-1].stop and not any(d.stop for d in decisions[:-1])
+    assert decisions[-1].details["shoulder_epoch"] == 10
 
 
-# Run 1 ends on a single strike (flat from epoch 5, first low fit at epoch 7). Run 2 has one
-# flat stretch (strike at epoch 4) and then climbs again: on its own it never stops.
+# Run 1 ends on a single low check (flat from epoch 5, first low fit at epoch 7). Run 2 has
+# one flat stretch (low check at epoch 4) and then climbs again: on its own it never stops.
 RUN1_ACC = [0.05 * min(e, 5) for e in range(8)]
 RUN2_ACC = [0.0, 0.1, 0.1, 0.1, 0.1] + [0.4 + 0.05 * k for k in range(10)]
 
 
-def test_reused_marginal_gain_starts_a_second_run_without_the_first_runs_strikes():
+def test_reused_marginal_gain_decides_a_second_run_as_a_fresh_one():
     policy = MarginalGain("val_accuracy", min_gain_per_kg=0.1, window=3, patience=2)
-    first, decision = run_until_stop(policy, [100.0] * 8, [{"val_accuracy": a} for a in RUN1_ACC])
-    assert not decision.stop and policy.shoulder_epoch is not None  # one strike left over
-    seen, decision = run_until_stop(
-        policy, [100.0] * len(RUN2_ACC), [{"val_accuracy": a} for a in RUN2_ACC]
-    )
+    _, decision = run_until_stop(policy, [100.0] * 8, [{"val_accuracy": a} for a in RUN1_ACC])
+    assert not decision.stop
+    runs = [[{"val_accuracy": a} for a in RUN2_ACC]]
+    seen, decision = run_until_stop(policy, [100.0] * len(RUN2_ACC), runs[0])
     fresh = MarginalGain("val_accuracy", min_gain_per_kg=0.1, window=3, patience=2)
-    _, alone = run_until_stop(
-        fresh, [100.0] * len(RUN2_ACC), [{"val_accuracy": a} for a in RUN2_ACC]
-    )
+    _, alone = run_until_stop(fresh, [100.0] * len(RUN2_ACC), runs[0])
     assert not alone.stop
     assert not decision.stop, decision.reason
     assert seen[-1].epoch == len(RUN2_ACC) - 1
-
-
-def test_reused_marginal_gain_resets_when_a_later_run_has_fewer_records():
-    # The next run's epochs are numbered on (fit(initial_epoch=20)), but it has fewer records.
-    policy = MarginalGain("val_accuracy", min_gain_per_kg=0.1, window=3, patience=2)
-    run_until_stop(policy, [100.0] * 8, [{"val_accuracy": a} for a in RUN1_ACC])
-    assert policy.shoulder_epoch is not None
+    # Epochs numbered on (fit(initial_epoch=20)) change nothing either.
     later = [
         dataclasses.replace(r, epoch=r.epoch + 20)
-        for r in make_records([100.0] * len(RUN2_ACC), [{"val_accuracy": a} for a in RUN2_ACC])
+        for r in make_records([100.0] * len(RUN2_ACC), runs[0])
     ]
-    decisions = [policy.decide(later[:n]) for n in range(1, len(later) + 1)]
-    assert not any(d.stop for d in decisions), [d.reason for d in decisions if d.stop]
+    assert not any(policy.decide(later[:n]).stop for n in range(1, len(later) + 1))
 
 
 def test_reused_budget_forecast_does_not_use_the_previous_runs_prediction(caplog):
@@ -235,25 +224,22 @@ def test_reused_budget_forecast_does_not_use_the_previous_runs_prediction(caplog
         # 240 g of run 1's forecast must not stop it.
         first = policy.decide(make_records([100.0]))
         assert not first.stop, first.reason
-        assert forecast.prediction is None
+        assert forecast.predict(make_records([100.0])) is None
         seen, decision = run_until_stop(policy, [100.0, 10.0, 10.0, 10.0, 10.0])
     assert not decision.stop and seen[-1].epoch == 4
     logged = [r.getMessage() for r in caplog.records if "forecast for 5 epochs" in r.getMessage()]
     assert len(logged) == 1  # each run logs its own forecast once
 
 
-def test_reset_clears_every_stateful_policy_and_any_of_resets_its_children():
-    acc = [0.05 * min(e, 10) for e in range(14)]
-    records = make_records([100.0] * 14, [{"val_accuracy": a} for a in acc])
-    gain = MarginalGain("val_accuracy", min_gain_per_kg=0.1, window=3, patience=5)
-    forecast = Forecast(max_epochs=20)
-    policy = AnyOf(StopAtGrams(1e9), gain, CarbonBudget(max_co2_g=1e9, forecast=forecast))
-    for n in range(1, 15):
-        policy.decide(records[:n])
-    assert gain.state_dict()["strikes"] == 2 and forecast.state_dict()["logged"]
-    policy.reset()
-    assert gain.state_dict() == MarginalGain("val_accuracy", min_gain_per_kg=0.1).state_dict()
-    assert forecast.prediction is None and not forecast.state_dict()["logged"]
+def test_policies_keep_no_reset_or_state_machinery():
+    for policy in (
+        MarginalGain("val_accuracy", min_gain_per_kg=0.1),
+        Forecast(max_epochs=3),
+        CarbonBudget(max_co2_g=1.0),
+        AnyOf(CarbonBudget(max_co2_g=1.0)),
+    ):
+        for name in ("reset", "state_dict", "load_state_dict"):
+            assert not hasattr(policy, name), (type(policy).__name__, name)
 
 
 @pytest.mark.parametrize(
@@ -367,7 +353,7 @@ def test_carbon_budget_fed_by_forecast_logs_the_run_forecast_once(caplog):
         run_until_stop(policy, [30.0] + [10.0] * 29)
     logged = [r.getMessage() for r in caplog.records if "forecast for 30 epochs" in r.getMessage()]
     assert len(logged) == 1
-    assert forecast.prediction is not None and forecast.prediction.co2_g == pytest.approx(320.0)
+    assert forecast.predict(make_records([30.0] + [10.0] * 29)).co2_g == pytest.approx(320.0)
 
 
 @pytest.mark.parametrize(
@@ -406,16 +392,15 @@ def test_forecast_predicts_totals_with_interval_excluding_warmup():
     assert "forecast for 20 epochs" in str(p)
 
 
-def test_forecast_never_stops_and_round_trips_its_state():
+def test_forecast_never_stops_and_speaks_once_after_the_warmup():
     forecast = Forecast(max_epochs=5)
     records = make_records([10.0] * 3)
     assert forecast.decide(records[:1]) == CONTINUE
     first = forecast.decide(records[:2])
     assert not first.stop and "forecast for 5 epochs" in first.reason
+    assert first.details["prediction"].max_epochs == 5
     assert forecast.decide(records[:3]).reason == ""
-    other = Forecast(max_epochs=5)
-    other.load_state_dict(forecast.state_dict())
-    assert other.decide(records).reason == ""
+    assert Forecast(max_epochs=5).decide(records).reason == ""  # resumed: said already
 
 
 def test_forecast_rejects_bad_max_epochs():
@@ -453,18 +438,13 @@ def test_any_of_stops_on_first_policy_and_keeps_others_counting():
     assert seen[-1].epoch == 4 and decision.reason == "500 g spent"
 
 
-def test_any_of_state_dict_restores_each_policy():
-    acc = [0.05 * min(e, 10) for e in range(20)]
-    records = make_records([100.0] * 20, [{"val_accuracy": a} for a in acc])
+def test_any_of_keeps_the_stopping_rules_details():
+    acc = [0.05 * min(e, 10) for e in range(30)]
     policy = AnyOf(StopAtGrams(1e9), MarginalGain("val_accuracy", min_gain_per_kg=0.1))
-    for n in range(1, 13):
-        policy.decide(records[:n])
-    state = policy.state_dict()
-    resumed = AnyOf(StopAtGrams(1e9), MarginalGain("val_accuracy", min_gain_per_kg=0.1))
-    resumed.load_state_dict(state)
-    assert resumed.state_dict() == state and state["policies"][0] is None
-    with pytest.raises(ValueError, match="same policies"):
-        AnyOf(StopAtGrams(1.0)).load_state_dict(state)
+    _, decision = run_until_stop(policy, [100.0] * 30, [{"val_accuracy": a} for a in acc])
+    assert decision.stop and decision.details["rule"] == "MarginalGain"
+    assert decision.details["policies"][0] == {}
+    assert policy.monitor == "val_accuracy"
 
 
 def test_any_of_rejects_non_policies():

@@ -24,7 +24,7 @@ def _count(img, rgb: tuple[int, int, int], tol: int = 12) -> int:
 
 
 def test_plot_is_a_non_blank_png_of_sane_size(tmp_path: Path) -> None:
-    out = plot_run(_curve(), tmp_path / "run.png", stopped_early=True, stop_reason="budget")
+    out = plot_run(_curve(), tmp_path / "run.png", stopped_early=True, stop_details={"rule": "CarbonBudget"})
     assert out == tmp_path / "run.png"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert 10_000 < out.stat().st_size < 2_000_000
@@ -42,7 +42,7 @@ def test_plot_draws_curve_shoulder_stop_and_component_bars(tmp_path: Path) -> No
         _curve(),
         tmp_path / "run.png",
         stopped_early=True,
-        stop_reason="val_acc gained little; shoulder at epoch 3 (1 g CO2e)",
+        stop_details={"shoulder_epoch": 3, "best_epoch": 5},
     )
     img = Image.open(out)
     assert _count(img, (0x2A, 0x7F, 0x62)) > 300  # the metric curve

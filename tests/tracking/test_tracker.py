@@ -178,29 +178,6 @@ class StopAtEpoch:
         return CONTINUE
 
 
-class StopAfterEpochsSeen:
-    """A user policy that counts epochs itself (no look at the records) and can be reset."""
-
-    def __init__(self, epochs):
-        self.epochs = epochs
-        self.seen = 0
-
-    def reset(self):
-        self.seen = 0
-
-    def decide(self, records):
-        self.seen += 1
-        if self.seen >= self.epochs:
-            return Decision(True, f"{self.seen} epochs seen")
-        return CONTINUE
-
-    def state_dict(self):
-        return {"seen": self.seen}
-
-    def load_state_dict(self, state):
-        self.seen = state["seen"]
-
-
 def fit(tracker, epochs, metrics=lambda e: {}):
     """Run one fit() through the tracker as an adapter does; return the epochs trained."""
     tracker.fit_start()
@@ -215,24 +192,27 @@ def fit(tracker, epochs, metrics=lambda e: {}):
     return trained
 
 
-def test_a_second_fit_resets_the_policy_and_a_resumed_fit_keeps_its_state():
-    policy = StopAfterEpochsSeen(3)
+def test_a_second_fit_gives_the_policy_only_its_own_records_and_a_resume_all_of_them():
+    policy = StopAtEpoch(99)
     tracker = make(ScriptedMeter([J(100)] * 20), policy=policy)
-    assert fit(tracker, 2) == [0, 1]  # not stopped: 2 of 3 epochs seen
-    assert fit(tracker, 5) == [0, 1, 2]  # a new run counts from 0 again
+    assert fit(tracker, 2) == [0, 1]
+    assert fit(tracker, 3) == [0, 1, 2]
+    assert policy.calls == [1, 2, 1, 2, 3]  # the new run starts from no records
 
-    first = make(ScriptedMeter([J(100)] * 20), policy=StopAfterEpochsSeen(3))
+    first = make(ScriptedMeter([J(100)] * 20), policy=StopAtEpoch(99))
     fit(first, 2)
     state = json.loads(json.dumps(first.state_dict()))
-    policy = StopAfterEpochsSeen(3)
+    assert "policy" not in state  # the policies keep nothing of their own
+    policy = StopAtEpoch(99)
     resumed = make(ScriptedMeter([J(100)] * 20), policy=policy)
     resumed.load_state_dict(state)
     resumed.fit_start()
     resumed.epoch_end(2)
-    assert resumed.decide().stop  # the third epoch seen in all, counted across the resume
+    resumed.decide()
+    assert policy.calls == [3]  # the checkpoint's two records and the new one
 
 
-def test_a_marginal_gain_reused_across_fits_keeps_strikes_only_when_resumed():
+def test_a_marginal_gain_reused_across_fits_counts_low_epochs_only_when_resumed():
     # Run 1 climbs to epoch 5 and is flat after: its first low fit (one strike) is epoch 7.
     # Run 2 is flat over epochs 1-4 (one strike at epoch 4), then climbs: alone it never stops.
     def run1(epoch):

@@ -1,0 +1,296 @@
+"""``DiminishingReturns``: stop when the rest of the run is forecast to add too little."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+from carbon_callbacks.policies._base import (
+    CONTINUE,
+    Decision,
+    best_epoch,
+    count,
+    positive,
+)
+from carbon_callbacks.policies._base import check_mode as check_monitor_mode
+from carbon_callbacks.policies._forecast import epoch_cost_g
+from carbon_callbacks.policies.metric_names import metric_direction
+from carbon_callbacks.records import EpochRecord
+
+if TYPE_CHECKING:
+    from carbon_callbacks.policies._learning_curve import CurveForecast
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_LOSS = 0.002
+"""0.2 accuracy points: below what a seed changes on the benchmark's tasks (see RESULTS.md)."""
+
+
+class DiminishingReturns:
+    """Stops when finishing the run is forecast to add less than ``max_loss`` to the metric.
+
+    After each epoch it extrapolates the monitored metric's learning curve from the run's own
+    epochs to ``max_epochs`` (a small ensemble of saturating curve families, fitted robustly
+    and weighted by fit; see ``_learning_curve``) and stops when the upper end of the forecast
+    gain's interval is below ``max_loss``, in the metric's own units: "with 90% confidence,
+    the remaining epochs would add less than 0.002 accuracy". Give ``min_gain_per_kg`` too and
+    it also stops when the gain is worth less than the CO2e the remaining epochs would spend,
+    at that exchange rate. The reason says it in those terms::
+
+        stopping at epoch 14: epochs 15-49 are forecast to add 0.0008 val_acc (90% interval
+        0-0.0017) for 31 g CO2e, below max_loss 0.002; keep the checkpoint of epoch 12
+        (val_acc 0.953)
+
+    The gain is that of the smoothed curve, from its level now to its level at the end, i.e.
+    what a best-checkpoint user would still get, not the noise of one validation epoch.
+
+    Learning-rate schedules: where the adapter read the schedule (``EpochRecord.horizon``;
+    the Lightning adapter does), a drop still ahead (the learning rate falling below
+    ``lr_drop`` times today's, as StepLR, MultiStepLR or a cosine schedule far from its end do)
+    makes the rule wait, since the curve's future is then unlike its past; after a drop only
+    the epochs since the drop are fitted. A schedule whose future cannot be read
+    (``ReduceLROnPlateau``) is named in the reason: the forecast does not count a drop it may
+    make.
+
+    Each decision reads at most the last ``max_points`` records with the metric and keeps no
+    state, so a resumed run decides exactly as an uninterrupted one.
+
+    Example::
+
+        policy = DiminishingReturns("val_acc")                      # 0.002 accuracy
+        policy = DiminishingReturns("val_loss", max_loss=0.01)      # in loss units
+        policy = DiminishingReturns("val_acc", max_loss=0.001, min_gain_per_kg=0.5)
+
+    Args:
+        monitor: The metric to forecast, as logged (e.g. ``"val_acc"``, ``"val_loss"``).
+        mode: ``"max"``/``"min"``; None reads it from the name (``metric_direction``).
+        max_loss: The metric gain you accept to give up, in the metric's units (>= 0). The
+            default, 0.002, is meant for metrics in [0, 1] (accuracy, F1, AUC); set it for a
+            loss or a metric in percent.
+        min_gain_per_kg: Also stop when the forecast gain per kg CO2e still to be spent is
+            below this exchange rate (None: ``max_loss`` alone).
+        max_epochs: The run's last epoch count; None takes it from the records' horizon (the
+            adapters fill it in from the trainer).
+        max_co2_g: A CO2e budget for the run: the horizon ends where it would be spent.
+        confidence: Coverage of the forecast interval whose upper end must be below the
+            threshold (0.9: the 5th-95th percentiles).
+        min_epochs: Least epochs with the metric (since the warm-up or the last LR drop)
+            before a forecast is trusted.
+        warmup: Leading epochs left out of the fit.
+        lr_drop: A scheduled learning rate below this fraction of today's counts as a drop.
+        max_points: At most this many recent epochs are fitted.
+        check_mode: Refuse a ``mode`` that contradicts the metric's name.
+
+    Raises:
+        ValueError: For a bad mode, a negative threshold, a confidence outside (0, 1), or a
+            metric whose direction cannot be read from its name when ``mode`` is None.
+    """
+
+    def __init__(
+        self,
+        monitor: str,
+        mode: Literal["min", "max"] | None = None,
+        *,
+        max_loss: float = DEFAULT_MAX_LOSS,
+        min_gain_per_kg: float | None = None,
+        max_epochs: int | None = None,
+        max_co2_g: float | None = None,
+        confidence: float = 0.9,
+        min_epochs: int = 5,
+        warmup: int = 0,
+        lr_drop: float = 0.5,
+        max_points: int = 100,
+        check_mode: bool = True,
+    ) -> None:
+        if mode is None and isinstance(monitor, str):
+            mode = metric_direction(monitor)
+            if mode is None:
+                raise ValueError(
+                    f"mode=None but the direction of monitor={monitor!r} cannot be read from its "
+                    "name; pass mode='max' (higher is better) or mode='min'."
+                )
+        check_monitor_mode(monitor, str(mode), check_mode)
+        self.monitor = monitor
+        self.mode: Literal["min", "max"] = mode  # type: ignore[assignment]
+        self.max_loss = float(positive("max_loss", max_loss, allow_zero=True))  # type: ignore[arg-type]
+        self.min_gain_per_kg = positive("min_gain_per_kg", min_gain_per_kg, allow_zero=True)
+        self.max_epochs = None if max_epochs is None else count("max_epochs", max_epochs, 1)
+        self.max_co2_g = positive("max_co2_g", max_co2_g)
+        c = positive("confidence", confidence)
+        if c is None or not 0 < c < 1:
+            raise ValueError(f"confidence must be in (0, 1), e.g. 0.9, got {confidence!r}.")
+        self.confidence = c
+        self.min_epochs = count("min_epochs", min_epochs, 4)
+        self.warmup = count("warmup", warmup, 0)
+        drop = positive("lr_drop", lr_drop)
+        if drop is None or drop >= 1:
+            raise ValueError(f"lr_drop must be in (0, 1), e.g. 0.5, got {lr_drop!r}.")
+        self.lr_drop = drop
+        self.max_points = count("max_points", max_points, self.min_epochs)
+        self._warned: set[str] = set()
+
+    def __repr__(self) -> str:
+        extra = f", min_gain_per_kg={self.min_gain_per_kg:g}" if self.min_gain_per_kg else ""
+        return (
+            f"DiminishingReturns({self.monitor!r}, {self.mode!r}, max_loss={self.max_loss:g}"
+            f"{extra}, confidence={self.confidence:g}, max_epochs={self.max_epochs})"
+        )
+
+    def _warn_once(self, cause: str, message: str, *args: object) -> None:
+        # Logging only: decisions depend on the records alone.
+        if cause not in self._warned:
+            self._warned.add(cause)
+            logger.warning(message, *args)
+
+    def decide(self, records: Sequence[EpochRecord]) -> Decision:
+        """Stop when the forecast gain to the horizon is, with confidence, below the threshold."""
+        if not records:
+            return CONTINUE
+        last = records[-1]
+        value = last.metric(self.monitor)
+        if value is None or math.isnan(value):
+            if all(r.metric(self.monitor) is None for r in records[-3:]):
+                self._warn_once(
+                    "missing",
+                    "DiminishingReturns: monitor %r is not among the logged metrics (%s); it "
+                    "will not stop training until %r is logged.",
+                    self.monitor,
+                    ", ".join(sorted(last.metrics)) or "none",
+                    self.monitor,
+                )
+            return CONTINUE
+        horizon = last.horizon
+        max_epochs = self.max_epochs or (horizon.max_epochs if horizon else None)
+        if not max_epochs:
+            self._warn_once(
+                "horizon",
+                "DiminishingReturns: max_epochs is unknown (this adapter does not report it); "
+                "pass DiminishingReturns(..., max_epochs=N).",
+            )
+            return CONTINUE
+        end_epoch = max_epochs - 1
+        cost_g = epoch_cost_g(records, warmup=max(self.warmup, 1))
+        if self.max_co2_g is not None and cost_g > 0:
+            affordable = int(max(self.max_co2_g - last.co2_g_total, 0.0) // cost_g)
+            end_epoch = min(end_epoch, last.epoch + affordable)
+        if end_epoch <= last.epoch:
+            return CONTINUE
+        waiting = self._drop_ahead(last)
+        if waiting is not None:
+            return waiting
+        points = self._segment(records)
+        if len(points) < self.min_epochs:
+            return CONTINUE
+        # numpy loads with the first forecast, not with the adapters that import the policies.
+        from carbon_callbacks.policies._learning_curve import forecast_curve
+
+        start = points[0].epoch
+        sign = 1.0 if self.mode == "max" else -1.0
+        forecast = forecast_curve(
+            [r.epoch - start + 1 for r in points],
+            [sign * (r.metric(self.monitor) or 0.0) for r in points],
+            end_epoch - start + 1,
+            confidence=self.confidence,
+        )
+        if forecast is None:
+            return CONTINUE
+        remaining_g = cost_g * (end_epoch - last.epoch)
+        threshold = self.max_loss
+        priced = 0.0
+        if self.min_gain_per_kg is not None:
+            priced = self.min_gain_per_kg * remaining_g / 1000.0
+            threshold = max(threshold, priced)
+        if forecast.gain_high >= threshold:
+            return CONTINUE
+        return self._stop(records, points, forecast, end_epoch, remaining_g, threshold, priced)
+
+    def _drop_ahead(self, last: EpochRecord) -> Decision | None:
+        """A ``CONTINUE`` that says why, when the schedule lowers the LR before the horizon."""
+        h = last.horizon
+        if h is None or not h.lr or not h.lr_ahead:
+            return None
+        for k, lr in enumerate(h.lr_ahead, start=1):
+            if lr < self.lr_drop * h.lr:
+                epoch = last.epoch + k
+                reason = (
+                    f"waiting: the {h.scheduler or 'learning-rate'} schedule lowers the learning "
+                    f"rate from {h.lr:.3g} to {lr:.3g} by epoch {epoch}, so the curve's past "
+                    "does not forecast its future"
+                )
+                details = {"rule": "DiminishingReturns", "epoch": last.epoch, "waiting_for": epoch}
+                return Decision(False, reason, details)
+        return None
+
+    def _segment(self, records: Sequence[EpochRecord]) -> list[EpochRecord]:
+        """The recent records with the metric, back to the warm-up or the last LR drop."""
+        out: list[EpochRecord] = []
+        lr_now = records[-1].horizon.lr if records[-1].horizon else None
+        for r in reversed(records):
+            if r.epoch < self.warmup or len(out) == self.max_points:
+                break
+            lr = r.horizon.lr if r.horizon else None
+            if lr_now and lr and lr_now < self.lr_drop * lr:
+                break  # before the last drop: another regime
+            v = r.metric(self.monitor)
+            if v is not None and not math.isnan(v):
+                out.append(r)
+        return out[::-1]
+
+    def _stop(
+        self,
+        records: Sequence[EpochRecord],
+        points: Sequence[EpochRecord],
+        forecast: CurveForecast,
+        end_epoch: int,
+        remaining_g: float,
+        threshold: float,
+        priced: float,
+    ) -> Decision:
+        last = records[-1]
+        best = best_epoch(points, self.monitor, self.mode)
+        best_value = next((r.metric(self.monitor) for r in points if r.epoch == best), None)
+        # The shoulder: the first fitted epoch from which the central forecast's remaining gain
+        # is already below the threshold.
+        shoulder = last.epoch
+        for r, level in zip(points, forecast.fitted, strict=True):
+            if forecast.level_end - level < threshold:
+                shoulder = r.epoch
+                break
+        low = max(forecast.gain_low, 0.0)
+        why = (
+            f"below max_loss {self.max_loss:g}"
+            if threshold == self.max_loss
+            else f"worth less than {remaining_g:.3g} g CO2e at {self.min_gain_per_kg:g} per kg "
+            f"({priced:.3g})"
+        )
+        unit = "" if self.mode == "max" else " (lower)"
+        reason = (
+            f"stopping at epoch {last.epoch}: epochs {last.epoch + 1}-{end_epoch} are forecast "
+            f"to add {max(forecast.gain, 0.0):.2g} {self.monitor}{unit} "
+            f"({self.confidence:.0%} interval {low:.2g}-{forecast.gain_high:.2g}) for "
+            f"{remaining_g:.3g} g CO2e, {why}; keep the checkpoint of epoch {best}"
+            + (f" ({self.monitor} {best_value:.4g})" if best_value is not None else "")
+        )
+        h = last.horizon
+        if h is not None and not h.lr_known and h.scheduler:
+            reason += f"; the {h.scheduler} schedule cannot be forecast and is not counted"
+        return Decision(
+            True,
+            reason,
+            {
+                "rule": "DiminishingReturns",
+                "epoch": last.epoch,
+                "best_epoch": best,
+                "shoulder_epoch": shoulder,
+                "horizon_epoch": end_epoch,
+                "gain": forecast.gain,
+                "gain_low": low,
+                "gain_high": forecast.gain_high,
+                "threshold": threshold,
+                "remaining_co2_g": remaining_g,
+                "fit_from_epoch": points[0].epoch,
+                "family_weights": dict(forecast.weights),
+            },
+        )
