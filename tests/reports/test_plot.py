@@ -24,7 +24,8 @@ def _count(img, rgb: tuple[int, int, int], tol: int = 12) -> int:
 
 
 def test_plot_is_a_non_blank_png_of_sane_size(tmp_path: Path) -> None:
-    out = plot_run(_curve(), tmp_path / "run.png", stopped_early=True, stop_details={"rule": "CarbonBudget"})
+    details = {"rule": "CarbonBudget"}
+    out = plot_run(_curve(), tmp_path / "run.png", stopped_early=True, stop_details=details)
     assert out == tmp_path / "run.png"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert 10_000 < out.stat().st_size < 2_000_000
