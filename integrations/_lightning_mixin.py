@@ -12,9 +12,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from carbon_callbacks.integrations._lr_schedule import first_lr, lr_ahead, reacts_to_metrics
 from carbon_callbacks.integrations._trial import trial_sink
 from carbon_callbacks.policies import Decision
-from carbon_callbacks.records import EpochRecord
+from carbon_callbacks.records import EpochRecord, Horizon
 from carbon_callbacks.tracking import EpochTracker
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,9 @@ class LightningCarbonMixin:
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self.tracker.epoch_start(trainer.current_epoch)
+        # Epoch-interval schedulers have stepped by the epoch's end: keep the LR it trained with.
+        optimizers = getattr(trainer, "optimizers", None) or []
+        self._epoch_lr = first_lr(optimizers[0]) if optimizers else None
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         self.tracker.eval_start()
@@ -124,7 +128,10 @@ class LightningCarbonMixin:
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         distributed = trainer.world_size > 1
         reduce = self._reducer(trainer) if distributed else None
-        self.tracker.epoch_end(trainer.current_epoch, trainer.callback_metrics, reduce=reduce)
+        horizon = self._horizon(trainer) if self.tracker.policy is not None else None
+        self.tracker.epoch_end(
+            trainer.current_epoch, trainer.callback_metrics, reduce=reduce, horizon=horizon
+        )
         self._publish(trainer, self.tracker.log_dict())
         decision = self.tracker.decide()
         stop = decision.stop
@@ -138,6 +145,52 @@ class LightningCarbonMixin:
             if self.tracker.pruned and not distributed:
                 self.tracker.fit_end()
                 self.tracker.check_pruned()
+
+    def _horizon(self, trainer: Any) -> Horizon | None:
+        """max_epochs and the first scheduler's coming learning rates, for the policy.
+
+        Read only when a policy is set (stepping a scheduler's copy costs up to ~20 ms).
+        """
+        try:
+            max_epochs = trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None
+            configs = list(getattr(trainer, "lr_scheduler_configs", None) or [])
+            optimizers = getattr(trainer, "optimizers", None) or []
+            now = first_lr(optimizers[0]) if optimizers else None
+            lr = getattr(self, "_epoch_lr", None) or now
+            if not configs:
+                return Horizon(max_epochs=max_epochs, lr=lr)
+            config = configs[0]
+            scheduler = config.scheduler
+            name = type(scheduler).__name__
+            remaining = (max_epochs - 1 - trainer.current_epoch) if max_epochs else 0
+            if reacts_to_metrics(scheduler):
+                return Horizon(max_epochs=max_epochs, lr=lr, scheduler=name, lr_known=False)
+            frequency = max(int(getattr(config, "frequency", 1) or 1), 1)
+            if getattr(config, "interval", "epoch") == "step":
+                batches = int(getattr(trainer, "num_training_batches", 0) or 0)
+                if batches <= 0 or batches == float("inf"):
+                    return Horizon(max_epochs=max_epochs, lr=lr, scheduler=name, lr_known=False)
+                ahead = lr_ahead(scheduler, remaining - 1, max(batches // frequency, 1))
+                # The per-step scheduler already set the next epoch's first learning rate.
+                ahead = None if ahead is None or now is None else (now, *ahead)
+            elif frequency == 1:
+                # The epoch's scheduler step has happened: ``now`` is the next epoch's LR.
+                ahead = lr_ahead(scheduler, remaining - 1)
+                ahead = None if ahead is None or now is None else (now, *ahead)
+            else:
+                ahead = None  # a step every few epochs: not simulated
+            if remaining <= 0:
+                ahead = ()
+            return Horizon(
+                max_epochs=max_epochs,
+                lr=lr,
+                lr_ahead=tuple(ahead or ()),
+                scheduler=name,
+                lr_known=ahead is not None,
+            )
+        except Exception as exc:  # noqa: BLE001 - the horizon is advice, never a failure
+            self.tracker.warn_once("horizon", "could not read the LR schedule (%s)", exc)
+            return None
 
     def _publish(self, trainer: Any, values: Mapping[str, float]) -> None:
         """Put the epoch's keys in ``callback_metrics``, ``logged_metrics`` and every logger.

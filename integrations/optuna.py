@@ -245,14 +245,23 @@ def _value_at(envelope: Sequence[tuple[float, float]], co2: float) -> float | No
 
 
 class CarbonPruner(BasePruner):
-    """Prunes trials that are behind the others at equal CO2e spent, or over the study budget.
+    """Prunes trials that cannot catch up, that are behind at equal CO2e, or over the budget.
 
-    Trials with big models spend more per epoch, so comparing at equal steps is unfair to the
-    small ones and lenient with the big ones. This pruner compares each trial's best value so
-    far with what the completed trials had reached when they had spent the same cumulative
-    CO2e (interpolated between their steps), and prunes it when it is worse than the given
-    percentile of them. It also prunes every running trial once the whole study (all trials,
-    all workers) has spent ``study_budget_g``, and prunes when ``base`` says so.
+    Three carbon rules, each on its own switch, plus ``base``:
+
+    - **forecast** (``max_steps`` given): the trial's learning curve is extrapolated to its
+      last step with the same ensemble ``DiminishingReturns`` uses
+      (``policies._learning_curve``); when even the upper end of the forecast final value's
+      interval cannot reach the study's current best, the CO2e it would still spend buys
+      nothing, and it is pruned. This is what saves a study most: a slow configuration is
+      stopped as soon as its curve says it cannot win, not when it falls below a median.
+    - **equal CO2e** (``equal_co2=True``): trials with big models spend more per epoch, so
+      comparing at equal steps is unfair to the small ones and lenient with the big ones. Each
+      trial's best value so far is compared with what the completed trials had reached when
+      they had spent the same cumulative CO2e (interpolated between their steps), and pruned
+      when worse than the given percentile of them.
+    - **study budget**: every running trial is pruned once the whole study (all trials, all
+      workers) has spent ``study_budget_g``.
 
     The pruner keeps no state: each worker builds its own and all data comes from the trials
     in the storage, written by ``report_carbon`` (or a training adapter given ``trial=``).
@@ -278,6 +287,12 @@ class CarbonPruner(BasePruner):
             for a comparison to count.
         storage: Optionally, the study's storage (object or URL), checked here so a storage
             that cannot hold per-step CO2e fails at construction.
+        max_steps: The steps (epochs) a trial runs when not pruned; turns the forecast rule on.
+            None: no forecast.
+        equal_co2: Whether the equal-CO2e comparison runs (False: forecast and budget only).
+        confidence: Coverage of the forecast interval (0.9: a trial is pruned when its 95th
+            percentile final value is below the best).
+        min_forecast_steps: Least reported values before a trial's curve is forecast.
 
     Raises:
         ValueError: For a percentile outside [0, 100], a budget <= 0, a negative count.
@@ -295,6 +310,10 @@ class CarbonPruner(BasePruner):
         n_warmup_steps: int = 0,
         n_min_trials: int = 1,
         storage: Any = None,
+        max_steps: int | None = None,
+        equal_co2: bool = True,
+        confidence: float = 0.9,
+        min_forecast_steps: int = 5,
     ) -> None:
         if base is not None and not isinstance(base, BasePruner):
             raise TypeError(
@@ -334,6 +353,25 @@ class CarbonPruner(BasePruner):
             if isinstance(count, bool) or not isinstance(count, int) or count < least:
                 raise ValueError(f"{name} must be an int >= {least}, got {count!r}.")
         check_storage(storage)
+        if max_steps is not None and (
+            isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 2
+        ):
+            raise ValueError(
+                f"max_steps must be the int number of steps a trial runs (>= 2), or None for "
+                f"no forecast; got {max_steps!r}."
+            )
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not (
+            0.0 < float(confidence) < 1.0
+        ):
+            raise ValueError(f"confidence must be in (0, 1), e.g. 0.9; got {confidence!r}.")
+        if isinstance(min_forecast_steps, bool) or not isinstance(min_forecast_steps, int) or (
+            min_forecast_steps < 4
+        ):
+            raise ValueError(f"min_forecast_steps must be an int >= 4, got {min_forecast_steps!r}.")
+        self._max_steps = max_steps
+        self._equal_co2 = bool(equal_co2)
+        self._confidence = float(confidence)
+        self._min_forecast_steps = min_forecast_steps
         self._base = base
         self._percentile = percentile
         self._study_budget_g = study_budget_g
@@ -374,7 +412,59 @@ class CarbonPruner(BasePruner):
                 )
         if _is_multi_objective(study):
             return None
+        if self._max_steps is not None:
+            reason = self._cannot_catch_up(study, trial, others, carbon)
+            if reason is not None:
+                return reason
+        if not self._equal_co2:
+            return None
         return self._behind_at_equal_co2(study, trial, others, carbon)
+
+    def _cannot_catch_up(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        others: Iterable[FrozenTrial],
+        carbon: Mapping[int, Sequence[CarbonPoint]],
+    ) -> str | None:
+        """Why the trial's forecast final value cannot reach the study's best, or None."""
+        step = trial.last_step
+        if step is None or step < self._n_warmup_steps or self._max_steps is None:
+            return None
+        if step >= self._max_steps - 1:
+            return None
+        values = trial.intermediate_values
+        steps = sorted(k for k, v in values.items() if v is not None and math.isfinite(v))
+        if len(steps) < self._min_forecast_steps:
+            return None
+        completed = [
+            t for t in others if t.state == TrialState.COMPLETE and t.value is not None
+        ]
+        if len(completed) < max(self._n_startup_trials, 1):
+            return None
+        maximize = study.direction == StudyDirection.MAXIMIZE
+        sign = 1.0 if maximize else -1.0
+        best = max(sign * float(t.value) for t in completed)  # type: ignore[arg-type]
+        from carbon_callbacks.policies._learning_curve import forecast_curve
+
+        forecast = forecast_curve(
+            [s + 1 for s in steps],
+            [sign * values[s] for s in steps],
+            self._max_steps,
+            confidence=self._confidence,
+        )
+        if forecast is None or forecast.level_end_high >= best:
+            return None
+        points = carbon.get(trial.number) or []
+        spent = points[-1].co2_g_total if points else 0.0
+        per_step = spent / (step + 1) if step >= 0 else 0.0
+        left = per_step * (self._max_steps - 1 - step)
+        return (
+            f"forecast final value {sign * forecast.level_end:.4g} ({self._confidence:.0%} "
+            f"interval up to {sign * forecast.level_end_high:.4g}) cannot reach the study's best "
+            f"{sign * best:.4g}; pruning saves about {left:.3g} g CO2e of steps "
+            f"{step + 1}-{self._max_steps - 1}"
+        )
 
     def _behind_at_equal_co2(
         self,

@@ -15,6 +15,7 @@ failure logs one warning per cause and the epoch is recorded with what is known.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from carbon_callbacks.policies import CONTINUE, Decision
 from carbon_callbacks.records import (
     JOULES_PER_KWH,
     EpochRecord,
+    Horizon,
     RunSummary,
     Window,
 )
@@ -313,6 +315,7 @@ class EpochTracker:
         metrics: Mapping[str, Any] | None = None,
         *,
         reduce: Reducer | None = None,
+        horizon: Horizon | None = None,
     ) -> EpochRecord:
         """Close the epoch's window and return its record (also written to the ledger).
 
@@ -321,6 +324,8 @@ class EpochTracker:
             metrics: The framework's metrics at this point (tensors are fine); scalars are kept.
             reduce: Under DDP, a function summing a vector of floats across processes; the
                 record then holds the sum over all processes (never the average).
+            horizon: What the adapter read of the run's future (max_epochs, the learning
+                rates its schedule will set), kept on the record for the policy.
 
         Returns:
             The epoch's record (all processes).
@@ -344,6 +349,8 @@ class EpochTracker:
         own = set(self.keys) | set(LOG_KEYS)
         kept = {k: v for k, v in scalar_metrics(metrics).items() if k not in own}
         record = epoch_record(epoch, window, summed, totals, self._carbon.last, self.pue, kept)
+        if horizon is not None:
+            record = dataclasses.replace(record, horizon=horizon)
         totals.records.append(record)
         totals.eval_kwh.append(summed["eval_joules"] / JOULES_PER_KWH)
         self._check_monitor(record)

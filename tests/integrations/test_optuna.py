@@ -403,3 +403,68 @@ def test_same_bad_trial_alone_is_not_pruned(tmp_path):
     study = optuna.create_study(direction="maximize", pruner=optuna_worker.pruner())
     _, pruned_at = run_steps(study, [big(s) for s in range(10)], 40.0)
     assert pruned_at is None
+
+
+# ------------------------------------------------------------------ CarbonPruner forecast
+
+
+def saturating(step, top, rate=0.4):
+    return top - (top - 0.3) * math.exp(-rate * step)
+
+
+def forecast_study(**kwargs):
+    pruner = CarbonPruner(equal_co2=False, max_steps=30, n_startup_trials=3, **kwargs)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for i in range(3):
+        study.add_trial(finished_trial([saturating(s, 0.88 + 0.01 * i) for s in range(30)], 10.0))
+    return study
+
+
+def test_forecast_prunes_a_trial_whose_curve_cannot_reach_the_best():
+    study = forecast_study()
+    trial, pruned_at = run_steps(study, [saturating(s, 0.7) for s in range(30)], 10.0)
+    # Levelling off at 0.70 while the best is 0.90: pruned once five values show the shape.
+    assert pruned_at is not None and pruned_at <= 6
+    reason = study.pruner.explain(study, study.get_trials()[trial.number])
+    assert "cannot reach the study's best 0.9" in reason and "g CO2e" in reason
+
+
+def test_forecast_keeps_a_slow_starter_that_may_still_win_and_a_leader():
+    study = forecast_study()
+    # Slow but heading to 0.95: its forecast interval reaches the best.
+    _, pruned_at = run_steps(study, [saturating(s, 0.95, rate=0.12) for s in range(30)], 10.0)
+    assert pruned_at is None
+    _, pruned_at = run_steps(study, [saturating(s, 0.92) for s in range(30)], 10.0)
+    assert pruned_at is None
+
+
+def test_forecast_minimises_a_loss_too():
+    pruner = CarbonPruner(equal_co2=False, max_steps=30, n_startup_trials=3)
+    study = optuna.create_study(direction="minimize", pruner=pruner)
+    for _ in range(3):
+        study.add_trial(finished_trial([0.2 + math.exp(-0.4 * s) for s in range(30)], 10.0))
+    _, pruned_at = run_steps(study, [0.6 + math.exp(-0.4 * s) for s in range(30)], 10.0)
+    assert pruned_at is not None and pruned_at <= 6
+
+
+def test_forecast_is_off_without_max_steps_and_respects_warmup():
+    study = forecast_study()
+    study.pruner = CarbonPruner(equal_co2=False, n_startup_trials=3)
+    _, pruned_at = run_steps(study, [saturating(s, 0.7) for s in range(30)], 10.0)
+    assert pruned_at is None
+    study = forecast_study(n_warmup_steps=10)
+    _, pruned_at = run_steps(study, [saturating(s, 0.7) for s in range(30)], 10.0)
+    assert pruned_at == 10
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_steps": 1}, "max_steps must be"),
+        ({"confidence": 1.0}, "confidence must be in"),
+        ({"min_forecast_steps": 2}, "min_forecast_steps must be"),
+    ],
+)
+def test_forecast_settings_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CarbonPruner(**kwargs)

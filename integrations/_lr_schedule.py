@@ -1,0 +1,90 @@
+"""What a torch learning-rate scheduler will do next, read by stepping a copy of it.
+
+The stopping rules cannot extrapolate a learning curve across a scheduled drop, so the adapters
+pass the coming learning rates in ``EpochRecord.horizon``. A copy of the scheduler is stepped
+against a stand-in optimizer that holds copies of the parameter groups (no tensors), so the
+real optimizer and scheduler are never touched. Schedulers that react to metrics
+(``ReduceLROnPlateau``) have no readable future; those are reported as unknown.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+MAX_STEPS = 2000
+"""Most scheduler steps simulated per epoch end: bounds the cost (~20 ms) of a per-batch
+scheduler over a long run; the learning rates beyond are left out (the rule then sees a shorter
+future, never a wrong one)."""
+
+
+class _StandInOptimizer:
+    """Holds parameter groups without parameters; ``step`` marked as the scheduler expects."""
+
+    def __init__(self, groups: Sequence[dict[str, Any]]) -> None:
+        self.param_groups = [{k: v for k, v in g.items() if k != "params"} for g in groups]
+        for g in self.param_groups:
+            g["params"] = []
+        self.defaults: dict[str, Any] = {}
+        self._opt_called = True
+
+    def step(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    step._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
+
+
+def first_lr(optimizer: Any) -> float | None:
+    """The learning rate of the optimizer's first parameter group, as a float."""
+    try:
+        return float(optimizer.param_groups[0]["lr"])
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
+
+
+def reacts_to_metrics(scheduler: Any) -> bool:
+    """True for a scheduler driven by a metric (``ReduceLROnPlateau``): no readable future."""
+    return type(scheduler).__name__ == "ReduceLROnPlateau" or hasattr(scheduler, "num_bad_epochs")
+
+
+def lr_ahead(
+    scheduler: Any, epochs: int, steps_per_epoch: int = 1, *, max_steps: int = MAX_STEPS
+) -> tuple[float, ...] | None:
+    """The first group's learning rate after each of the next ``epochs`` epochs' steps.
+
+    Args:
+        scheduler: A torch ``LRScheduler`` (anything with ``step()`` and ``optimizer``).
+        epochs: How many epochs to look ahead.
+        steps_per_epoch: Scheduler steps per epoch (1 for epoch-interval schedulers).
+        max_steps: Stop simulating after this many steps in all.
+
+    Returns:
+        Up to ``epochs`` learning rates, or None when the scheduler cannot be simulated.
+    """
+    optimizer = getattr(scheduler, "optimizer", None)
+    if optimizer is None or reacts_to_metrics(scheduler) or steps_per_epoch <= 0:
+        return None
+    if epochs <= 0:
+        return ()
+    stand_in = _StandInOptimizer(optimizer.param_groups)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            twin = copy.deepcopy(scheduler, memo={id(optimizer): stand_in})
+            out: list[float] = []
+            budget = max_steps
+            for _ in range(epochs):
+                if budget < steps_per_epoch:
+                    break
+                for _ in range(steps_per_epoch):
+                    twin.step()
+                budget -= steps_per_epoch
+                lr = first_lr(stand_in)
+                if lr is None:
+                    return None
+                out.append(lr)
+    except Exception:  # noqa: BLE001 - a scheduler we cannot copy just has no known future
+        return None
+    return tuple(out)
