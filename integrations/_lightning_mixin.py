@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from carbon_callbacks.integrations._lr_schedule import first_lr, lr_ahead, reacts_to_metrics
+from carbon_callbacks.integrations._trackers import find_runs, logger_runs, publish_summary
 from carbon_callbacks.integrations._trial import trial_sink
 from carbon_callbacks.policies import Decision
 from carbon_callbacks.records import EpochRecord, Horizon
@@ -230,10 +231,18 @@ class LightningCarbonMixin:
                 )
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        self.tracker.fit_end()
+        self._finish(trainer)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self.tracker.fit_end()
+        self._finish(trainer)
+
+    def _finish(self, trainer: Any) -> None:
+        """End the run; its summary goes to the MLflow/W&B runs behind the trainer's loggers."""
+        summary = self.tracker.fit_end()
+        if trainer.is_global_zero:
+            loggers = list(getattr(trainer, "loggers", None) or [])
+            runs = find_runs(lambda: logger_runs(loggers), self.tracker.warn_once)
+            publish_summary(runs, summary, self.tracker.warn_once)
 
     def state_dict(self) -> dict[str, Any]:
         return self.tracker.state_dict()

@@ -13,6 +13,7 @@ except ImportError as exc:  # say which extra to install, not just "No module na
         "carbon_callbacks.integrations.keras needs Keras 3: pip install 'carbon-callbacks[keras]'"
     ) from exc
 
+from carbon_callbacks.integrations._trackers import active_runs, find_runs, publish_summary
 from carbon_callbacks.integrations._trial import trial_sink
 from carbon_callbacks.records import EpochRecord
 from carbon_callbacks.tracking import EpochTracker, find_caller_instance
@@ -89,6 +90,7 @@ class CarbonCallback(keras.callbacks.Callback):
             trial=trial_sink(trial),
             metadata=metadata,
         )
+        self._runs: list[Any] = []
 
     @property
     def records(self) -> tuple[EpochRecord, ...]:
@@ -118,6 +120,7 @@ class CarbonCallback(keras.callbacks.Callback):
             "backend": keras.backend.backend(),
         }
         self.tracker.fit_start(metadata)
+        self._runs = find_runs(active_runs, self.tracker.warn_once)
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.tracker.epoch_start(epoch)
@@ -134,9 +137,9 @@ class CarbonCallback(keras.callbacks.Callback):
             logs.update(self.tracker.log_dict())
         if self.tracker.decide().stop:
             self.model.stop_training = True
-            if self.tracker.pruned:
-                self.tracker.fit_end()
+            if self.tracker.pruned:  # TrialPruned ends fit: no on_train_end follows
+                publish_summary(self._runs, self.tracker.fit_end(), self.tracker.warn_once)
                 self.tracker.check_pruned()
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
-        self.tracker.fit_end()
+        publish_summary(self._runs, self.tracker.fit_end(), self.tracker.warn_once)

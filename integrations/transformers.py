@@ -15,6 +15,7 @@ except ImportError as exc:  # say which extra to install, not just "No module na
         "pip install 'carbon-callbacks[transformers]'"
     ) from exc
 
+from carbon_callbacks.integrations._trackers import active_runs, find_runs, publish_summary
 from carbon_callbacks.integrations._trial import trial_sink
 from carbon_callbacks.records import EpochRecord
 from carbon_callbacks.tracking import EpochTracker, find_caller_instance, scalar_metrics
@@ -107,6 +108,7 @@ class CarbonCallback(TrainerCallback):
         self._epoch = 0
         self._eval_pending = False
         self._emitting = False
+        self._runs: list[Any] = []
 
     @property
     def records(self) -> tuple[EpochRecord, ...]:
@@ -139,6 +141,9 @@ class CarbonCallback(TrainerCallback):
             },
         }
         self.tracker.fit_start(metadata, primary=state.is_world_process_zero)
+        # The report_to integrations ran their on_train_begin first, so their runs are active.
+        primary = state.is_world_process_zero
+        self._runs = find_runs(active_runs, self.tracker.warn_once) if primary else []
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._eval_pending:  # the announced evaluation never reported: close the epoch
@@ -175,7 +180,7 @@ class CarbonCallback(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._eval_pending:  # an evaluation was announced but never reported
             self._finish_epoch(args, state, control)
-        self.tracker.fit_end()
+        publish_summary(self._runs, self.tracker.fit_end(), self.tracker.warn_once)
 
     # -------------------------------------------------------------- internals
 
@@ -196,8 +201,8 @@ class CarbonCallback(TrainerCallback):
             control.should_training_stop = True
             if self._trainer is not None:
                 self._trainer.control.should_training_stop = True
-            if self.tracker.pruned:
-                self.tracker.fit_end()
+            if self.tracker.pruned:  # TrialPruned ends fit: no on_train_end follows
+                publish_summary(self._runs, self.tracker.fit_end(), self.tracker.warn_once)
                 self.tracker.check_pruned()
         return control
 
