@@ -32,7 +32,9 @@ class CarbonCallback(keras.callbacks.Callback):
     Keras hands one ``logs`` dict to the callbacks in list order, so keys reach ``CSVLogger``,
     ``EarlyStopping`` or ``ModelCheckpoint`` only if this callback runs before them: it moves
     itself to the front of the list when training begins (``History`` always sees them).
-    Training stops with ``model.stop_training`` when ``policy`` says so.
+    Training stops with ``model.stop_training`` when ``policy`` says so. At the end of training
+    the run's summary (totals, intensity source, methods, stop reason) goes to the MLflow run
+    (tags ``carbon.*``) and the W&B run (summary ``carbon/*``) active when training began.
 
     Args:
         intensity: gCO2e/kWh as a number, a country/zone/cloud-region code (``"FR"``,

@@ -31,7 +31,9 @@ class CarbonCallback(LightningCarbonMixin, pl.Callback):
     epoch's end, so the epochs add up to the run, validation and sanity checks included. Under DDP
     each rank measures its own process and devices and the logged values are the sum over ranks; the
     stop decision is agreed by all ranks and the ledger is written by rank 0 only. Totals are saved
-    in checkpoints, so ``fit(ckpt_path=...)`` continues them.
+    in checkpoints, so ``fit(ckpt_path=...)`` continues them. At the end of fit the run's summary
+    (totals, intensity source, methods, stop reason) goes to the run of every ``MLFlowLogger``
+    (tags ``carbon.*``) and ``WandbLogger`` (summary ``carbon/*``).
 
     Args:
         intensity: gCO2e/kWh as a number, a country/zone/cloud-region code (``"FR"``,

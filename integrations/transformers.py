@@ -44,7 +44,10 @@ class CarbonCallback(TrainerCallback):
     the history and the integrations run first. Training stops with
     ``control.should_training_stop`` when ``policy`` says so. The totals are kept in
     ``TrainerState.stateful_callbacks`` (inside every checkpoint), so
-    ``train(resume_from_checkpoint=...)`` continues them.
+    ``train(resume_from_checkpoint=...)`` continues them. At the end of training the run's
+    summary (totals, intensity source, methods, stop reason) goes to the MLflow run (tags
+    ``carbon.*``) and the W&B run (summary ``carbon/*``) active when training began, such as
+    those ``report_to=["mlflow", "wandb"]`` opened.
 
     Args:
         intensity: gCO2e/kWh as a number, a country/zone/cloud-region code (``"FR"``,
