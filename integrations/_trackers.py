@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from carbon_callbacks.records import COMPONENTS, EpochRecord, RunSummary, worst_method
+from carbon_callbacks.records import COMPONENTS, METHOD_RANK, EpochRecord, RunSummary
 
 __all__ = [
     "MLFLOW_TAG_PREFIX",
@@ -57,8 +57,8 @@ def _methods(records: Sequence[EpochRecord]) -> dict[str, str]:
     names = [*COMPONENTS, *sorted({c for r in records for c in r.methods} - set(COMPONENTS))]
     for name in names:
         used = [r.methods[name] for r in records if name in r.methods]
-        if used:
-            out[name] = worst_method(used)
+        if used:  # an unknown method ranks below "unavailable"
+            out[name] = max(used, key=lambda m: METHOD_RANK.get(m, len(METHOD_RANK)))
     return out
 
 

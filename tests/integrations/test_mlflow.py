@@ -4,10 +4,16 @@
 from __future__ import annotations
 
 import pytest
-from tracker_fits import EPOCHS, INTENSITY, keras_fit, lightning_fit, transformers_trainer
 
 from carbon_callbacks.policies import CarbonBudget
-from carbon_callbacks.tracker import LOG_KEYS
+from carbon_callbacks.tracking import LOG_KEYS
+from tests.helpers.tracker_fits import (
+    EPOCHS,
+    INTENSITY,
+    keras_fit,
+    lightning_fit,
+    transformers_trainer,
+)
 
 PREFIX = "carbon/"
 

@@ -16,7 +16,7 @@ from carbon_callbacks.integrations._trackers import (
     wandb_summary,
 )
 from carbon_callbacks.records import EpochRecord, RunSummary
-from carbon_callbacks.tracker import EpochTracker
+from carbon_callbacks.tracking import EpochTracker
 
 
 def record(epoch, *, kwh=1e-4, intensity=56.0, source="explicit 56 g/kWh", methods=None, pue=1.0):
@@ -100,7 +100,7 @@ def test_a_tracker_refusing_the_summary_warns_once_and_the_others_still_get_it(c
     tracker = EpochTracker(intensity=56.0, ledger=False)
     keeps = Keeps()
     summary = summary_of([record(0)])
-    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracker"):
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracking.tracker"):
         publish_summary([Refuses(), keeps], summary, tracker.warn_once)
         publish_summary([Refuses(), keeps], summary, tracker.warn_once)
     warnings = [r.getMessage() for r in caplog.records if "tracking server down" in r.getMessage()]

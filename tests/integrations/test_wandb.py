@@ -6,11 +6,17 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from tracker_fits import EPOCHS, INTENSITY, keras_fit, lightning_fit, transformers_trainer
-from wandb_records import finish_offline_run, read_offline_run
 
 from carbon_callbacks.policies import CarbonBudget
-from carbon_callbacks.tracker import LOG_KEYS
+from carbon_callbacks.tracking import LOG_KEYS
+from tests.helpers.tracker_fits import (
+    EPOCHS,
+    INTENSITY,
+    keras_fit,
+    lightning_fit,
+    transformers_trainer,
+)
+from tests.helpers.wandb_records import finish_offline_run, read_offline_run
 
 PREFIX = "carbon/"
 
