@@ -3,8 +3,6 @@ run's ``.wandb`` file (what ``wandb sync`` would upload), not from our records."
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from carbon_callbacks.policies import CarbonBudget
@@ -158,12 +156,9 @@ def test_keras_epoch_logs_sent_with_wandb_log_have_every_key_from_epoch_0(wandb_
     assert_run_summary(run, carbon)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("tensorflow") is None,
-    reason="wandb's WandbMetricsLogger imports TensorFlow even on the torch backend (wandb issue "
-    "7186); TensorFlow (1.4 GB) is not a test dependency. pip install tensorflow-cpu to run it.",
-)
 def test_keras_wandb_metrics_logger_gets_every_key_from_epoch_0(wandb_dir):
+    # WandbMetricsLogger imports TensorFlow even on the torch backend (wandb issue 7186), so
+    # the dev extra installs tensorflow-cpu for this test.
     import wandb
     from wandb.integration.keras import WandbMetricsLogger
 
