@@ -2,7 +2,8 @@
 
 ``Ledger`` (``ledger.py``) is the one entry point; the rest of the package is what it is made
 of: the tables and migrations (``schema.py``), the SQLite and SQLAlchemy stores
-(``stores.py``), the spool that keeps writes while a store is down (``spool.py``), where a
+(``stores.py``), runs as the ledger reports them (``runs.py``) and a page at a time
+(``pages.py``), the spool that keeps writes while a store is down (``spool.py``), where a
 ledger lives (``location.py``), what a run records about its machine (``host.py``), and
 imports and exports (``interchange.py``).
 """
@@ -20,6 +21,7 @@ from carbon_callbacks.ledger.interchange import (
 )
 from carbon_callbacks.ledger.ledger import Ledger
 from carbon_callbacks.ledger.location import ENV_LEDGER, default_data_dir, default_location
+from carbon_callbacks.ledger.pages import RUN_ORDERS, RUN_STATUSES, EpochMetrics, RunsPage
 from carbon_callbacks.ledger.runs import RunInfo, select_runs
 from carbon_callbacks.ledger.schema import ENV_PROJECT, ENV_TEAM, MIGRATIONS, SCHEMA_VERSION
 
@@ -29,12 +31,16 @@ __all__ = [
     "ENV_PROJECT",
     "ENV_TEAM",
     "MIGRATIONS",
+    "RUN_ORDERS",
+    "RUN_STATUSES",
     "SCHEMA_VERSION",
+    "EpochMetrics",
     "Ledger",
     "LedgerError",
     "LedgerRejected",
     "LedgerUnavailable",
     "RunInfo",
+    "RunsPage",
     "default_data_dir",
     "default_location",
     "export_csv",

@@ -34,7 +34,22 @@ from carbon_callbacks.ledger.location import (
     sqlalchemy_url,
     sqlite_path,
 )
-from carbon_callbacks.ledger.runs import RunInfo, match_run, run_info, runs_query
+from carbon_callbacks.ledger.pages import (
+    EpochMetrics,
+    RunsPage,
+    check_page,
+    epoch_metrics,
+    epoch_metrics_query,
+    page_queries,
+)
+from carbon_callbacks.ledger.runs import (
+    RunInfo,
+    match_run,
+    run_filters,
+    run_info,
+    run_query,
+    runs_query,
+)
 from carbon_callbacks.ledger.spool import Spool
 from carbon_callbacks.ledger.stores import SqlAlchemyStore, SqliteStore
 from carbon_callbacks.records import EpochRecord, Window
@@ -68,6 +83,10 @@ class Ledger:
         timeout: seconds to wait for a locked SQLite file or a database connection.
         retry_interval: after a failure, seconds before a write tries the store again (the
             spool takes the records meanwhile, so a dead server does not slow every epoch).
+        read_only: only read: writes raise ``LedgerError`` instead of spooling, no schema is
+            created or migrated, and on PostgreSQL every transaction is ``READ ONLY``, so the
+            server refuses a write whatever the role may do (SQLite is always read through
+            read-only connections).
 
     Raises:
         ValueError: for a malformed location, an unknown database kind or a missing driver
@@ -89,6 +108,7 @@ class Ledger:
         spool: str | os.PathLike[str] | None = None,
         timeout: float = 5.0,
         retry_interval: float = 10.0,
+        read_only: bool = False,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
@@ -108,7 +128,7 @@ class Ledger:
                 default_spool = default_data_dir() / f"spool-{digest(str(path))}.jsonl"
         else:
             check_url(sqlalchemy_url(location), redact(location))
-            self._store = SqlAlchemyStore(sqlalchemy_url(location), timeout)
+            self._store = SqlAlchemyStore(sqlalchemy_url(location), timeout, read_only=read_only)
             default_spool = default_data_dir() / f"spool-{digest(location)}.jsonl"
         self.spool_path = Path(spool) if spool is not None else default_spool
         self._spool = Spool(self.spool_path)
@@ -123,6 +143,7 @@ class Ledger:
         self._positions: dict[str, int] = {}
         self._lock = threading.RLock()
         self.last_error: str = ""
+        self.read_only = read_only
 
     @classmethod
     def open(cls, url: str | os.PathLike[str] | None = None, **kwargs: Any) -> Ledger:
@@ -208,6 +229,8 @@ class Ledger:
             self._positions.pop(run_id, None)
 
     def _write(self, op: Mapping[str, Any]) -> None:
+        if self.read_only:
+            raise LedgerError(f"the ledger {self.label} was opened read-only; it takes no writes")
         with self._lock:
             if time.monotonic() >= self._retry_at:
                 try:
@@ -372,8 +395,9 @@ class Ledger:
         user: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> list[RunInfo]:
-        """Every run, oldest first, with totals over its epoch rows.
+        """Every run, oldest first, with totals (and their ranges) over its epoch rows.
 
         Args:
             project: only runs of this project.
@@ -381,25 +405,107 @@ class Ledger:
             user: only runs of this user.
             since: only runs started at or after this wall time (epoch seconds).
             until: only runs started before this wall time.
+            tags: only runs whose metadata holds each of these keys with this value (as text).
 
         Returns:
             The runs.
 
         Raises:
             LedgerUnavailable: if the store cannot be read.
+            ValueError: for a tag key that is not a plain name.
         """
-        sql, params = runs_query(project=project, team=team, user=user, since=since, until=until)
+        where, params = run_filters(
+            self._store.metadata_text, project=project, team=team, user=user, since=since,
+            until=until, tags=tags,
+        )  # fmt: skip
+        sql, params = runs_query(where, params)
         with self._lock:
             rows = self._store.query(sql, params)
         return [run_info(row) for row in rows]
 
+    def runs_page(
+        self,
+        *,
+        order_by: str = "started",
+        descending: bool = True,
+        limit: int = 50,
+        offset: int = 0,
+        framework: str | None = None,
+        status: str | None = None,
+        **filters: Any,
+    ) -> RunsPage:
+        """One page of runs, sorted, filtered and paged by the database, and the match count.
+
+        The page's runs are chosen first and only they have their epoch rows summed in full;
+        sorted by a total (``epochs``, ``energy``, ``co2``), that one sum is taken over every
+        run, which is what sorting by it takes.
+
+        Args:
+            order_by: one of ``RUN_ORDERS``.
+            descending: largest (or latest) first.
+            limit: runs per page (1 to 1,000).
+            offset: runs to skip.
+            framework: only runs of this framework.
+            status: ``running`` (no end recorded: running or killed), ``completed`` or
+                ``stopped`` (ended early by a rule, a pruner or the user).
+            **filters: ``project``, ``team``, ``user``, ``since``, ``until``, ``tags`` as
+                ``runs()`` takes them.
+
+        Raises:
+            ValueError: for an unknown ``order_by``, ``status`` or filter, a bad ``limit``
+                or ``offset``.
+            LedgerUnavailable: if the store cannot be read.
+        """
+        check_page(order_by, status, limit, offset)
+        where, params = run_filters(self._store.metadata_text, **filters)
+        sql, count_sql, params = page_queries(
+            where, params, order_by=order_by, descending=descending, limit=limit,
+            offset=offset, framework=framework, status=status,
+        )  # fmt: skip
+        with self._lock:
+            rows = self._store.query(sql, params)
+            count = self._store.query(count_sql, params)
+        total = int(count[0]["n"]) if count else 0
+        return RunsPage(tuple(run_info(row) for row in rows), total, offset, limit)
+
     def run(self, run_id: str) -> RunInfo:
-        """One run by its id or a unique prefix of it.
+        """One run by its id or a unique prefix of it (reading only the candidates).
 
         Raises:
             LedgerError: if no run (or more than one) matches.
         """
-        return match_run(self.runs(), run_id, self.label)
+        sql, params = run_query(run_id)
+        with self._lock:
+            rows = self._store.query(sql, params)
+            if not rows and self._store.query("SELECT run_id FROM runs LIMIT 1", {}):
+                raise LedgerError(
+                    f"no run {run_id!r} in {self.label}; `carbon-callbacks runs` lists them"
+                )
+        return match_run([run_info(row) for row in rows], run_id, self.label)
+
+    def epoch_metrics(self, run_ids: Sequence[str]) -> dict[str, list[EpochMetrics]]:
+        """Several runs' logged metrics, epoch by epoch, in one light query.
+
+        Only the epoch, stage and metrics columns are read, so a page of runs can show each
+        one's best metric without loading every record.
+
+        Args:
+            run_ids: full run ids (at most 1,000).
+
+        Returns:
+            Each run's rows in the order they ended (runs without epochs are absent).
+
+        Raises:
+            ValueError: for more than 1,000 ids.
+            LedgerUnavailable: if the store cannot be read.
+        """
+        if len(run_ids) > 1000:
+            raise ValueError(f"run_ids: at most 1000 runs per call, got {len(run_ids)}")
+        if not run_ids:
+            return {}
+        sql, params = epoch_metrics_query(run_ids)
+        with self._lock:
+            return epoch_metrics(self._store.query(sql, params))
 
     def epochs(self, run_id: str) -> list[EpochRecord]:
         """The run's epoch records in the order they ended.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,10 @@ class RunInfo:
     co2_g: float = 0.0
     seconds: float = 0.0
     last_wall: float | None = None
+    energy_kwh_low: float = 0.0
+    energy_kwh_high: float = 0.0
+    co2_g_low: float = 0.0
+    co2_g_high: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for exports)."""
@@ -99,6 +104,10 @@ def run_info(row: Mapping[str, Any]) -> RunInfo:
         co2_g=float(row.get("sum_co2") or 0.0),
         seconds=float(row.get("sum_s") or 0.0),
         last_wall=float(row["last_wall"]) if row.get("last_wall") is not None else None,
+        energy_kwh_low=float(row.get("sum_kwh_low") or 0.0),
+        energy_kwh_high=float(row.get("sum_kwh_high") or 0.0),
+        co2_g_low=float(row.get("sum_co2_low") or 0.0),
+        co2_g_high=float(row.get("sum_co2_high") or 0.0),
     )
 
 
@@ -146,16 +155,50 @@ def select_runs(
     return [r for r in runs if r.run_id in wanted]
 
 
-def runs_query(
+EPOCH_SUMS = (
+    "SELECT run_id, COUNT(*) AS n, SUM(energy_kwh) AS kwh, SUM(co2_g) AS co2,"
+    " SUM(seconds) AS secs, MAX(end_wall) AS last, SUM(energy_kwh_low) AS kwh_low,"
+    " SUM(energy_kwh_high) AS kwh_high, SUM(co2_g_low) AS co2_low,"
+    " SUM(co2_g_high) AS co2_high FROM epochs"
+)
+"""Each run's totals over its epoch rows (add a WHERE, then GROUP BY run_id)."""
+
+TOTALS = (
+    "e.n AS n_epochs, e.kwh AS sum_kwh, e.co2 AS sum_co2, e.secs AS sum_s,"
+    " e.last AS last_wall, e.kwh_low AS sum_kwh_low, e.kwh_high AS sum_kwh_high,"
+    " e.co2_low AS sum_co2_low, e.co2_high AS sum_co2_high"
+)
+"""The columns ``run_info`` reads from ``EPOCH_SUMS`` joined as ``e``."""
+
+ENDED = (
+    "x.end_wall AS end_wall, x.stopped_early AS stopped_early,"
+    " x.stop_reason AS stop_reason, x.run_id AS ended"
+)
+"""The columns ``run_info`` reads from ``run_ends`` joined as ``x``."""
+
+_TAG_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def run_filters(
+    metadata_text: Callable[[str], str],
     *,
-    project: str | None,
-    team: str | None,
-    user: str | None,
-    since: float | None,
-    until: float | None,
-) -> tuple[str, dict[str, Any]]:
-    """The SQL (and its parameters) for ``Ledger.runs``: each run with totals over its epochs."""
-    where = []
+    project: str | None = None,
+    team: str | None = None,
+    user: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> tuple[list[str], dict[str, Any]]:
+    """SQL conditions on ``runs r`` and their parameters for the common run filters.
+
+    Args:
+        metadata_text: the store's SQL for a top-level metadata value (``metadata_text``).
+        project, team, user, since, until, tags: as ``Ledger.runs`` takes them.
+
+    Raises:
+        ValueError: for a tag key that is not a plain name.
+    """
+    where: list[str] = []
     params: dict[str, Any] = {}
     for col, value in (("project", project), ("team", team), ("user_name", user)):
         if value is not None:
@@ -167,16 +210,44 @@ def runs_query(
     if until is not None:
         where.append("r.start_wall < :until")
         params["until"] = until
+    for i, (key, value) in enumerate(sorted((tags or {}).items())):
+        if not _TAG_KEY.fullmatch(key):
+            raise ValueError(
+                f"tag key {key!r} is not a plain name (letters, digits, '_', '-', '.'); "
+                "filter on a top-level metadata key such as 'variant=baseline'"
+            )
+        where.append(f"{metadata_text(f'tagkey{i}')} = :tag{i}")
+        params[f"tagkey{i}"] = key
+        params[f"tag{i}"] = str(value)
+    return where, params
+
+
+def runs_query(where: Sequence[str], params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The SQL (and its parameters) for ``Ledger.runs``: each run with totals over its epochs."""
     sql = (
-        "SELECT r.*, e.n AS n_epochs, e.kwh AS sum_kwh, e.co2 AS sum_co2, e.secs AS sum_s,"
-        " e.last AS last_wall, x.end_wall AS end_wall, x.stopped_early AS stopped_early,"
-        " x.stop_reason AS stop_reason, x.run_id AS ended"
-        " FROM runs r"
-        " LEFT JOIN (SELECT run_id, COUNT(*) AS n, SUM(energy_kwh) AS kwh, SUM(co2_g) AS co2,"
-        "   SUM(seconds) AS secs, MAX(end_wall) AS last FROM epochs GROUP BY run_id) e"
-        "   ON e.run_id = r.run_id"
+        f"SELECT r.*, {TOTALS}, {ENDED} FROM runs r"
+        f" LEFT JOIN ({EPOCH_SUMS} GROUP BY run_id) e ON e.run_id = r.run_id"
         " LEFT JOIN run_ends x ON x.run_id = r.run_id"
         + (" WHERE " + " AND ".join(where) if where else "")
         + " ORDER BY r.start_wall, r.run_id"
     )
     return sql, params
+
+
+def run_query(run_id: str) -> tuple[str, dict[str, Any]]:
+    """The SQL for ``Ledger.run``: the runs whose id is ``run_id`` or starts with it.
+
+    Only the candidates and their own epoch rows are read, however large the ledger; LIKE's
+    wildcards in the id are taken literally.
+    """
+    escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    sql = (
+        f"WITH hit AS (SELECT r.*, {ENDED} FROM runs r"
+        " LEFT JOIN run_ends x ON x.run_id = r.run_id"
+        " WHERE r.run_id = :run_id OR r.run_id LIKE :prefix ESCAPE '\\'"
+        " ORDER BY r.start_wall, r.run_id LIMIT 1000)"
+        f" SELECT hit.*, {TOTALS} FROM hit"
+        f" LEFT JOIN ({EPOCH_SUMS} WHERE run_id IN (SELECT run_id FROM hit)"
+        " GROUP BY run_id) e ON e.run_id = hit.run_id ORDER BY hit.start_wall, hit.run_id"
+    )
+    return sql, {"run_id": run_id, "prefix": escaped + "%"}

@@ -96,6 +96,14 @@ class SqliteStore:
         finally:
             conn.close()
 
+    @staticmethod
+    def metadata_text(key_param: str) -> str:
+        """SQL for a run's top-level metadata value under the key in ``:key_param``, as text."""
+        return (
+            "(CASE WHEN json_valid(r.metadata) THEN CAST(json_extract(r.metadata,"
+            f" '$.\"' || :{key_param} || '\"') AS TEXT) END)"
+        )
+
     def _reader(self) -> sqlite3.Connection:
         """A read-only connection, opened per query.
 
@@ -167,9 +175,10 @@ def _migrate_sqlite(conn: sqlite3.Connection) -> None:
 class SqlAlchemyStore:
     """Any SQLAlchemy database (PostgreSQL via psycopg 3 for teams), SQLAlchemy Core only."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, *, read_only: bool = False) -> None:
         self.url = url
         self.timeout = timeout
+        self.read_only = read_only
         self.label = redact(url)
         self._engine: Any = None
         self._migrated = False
@@ -191,7 +200,7 @@ class SqlAlchemyStore:
                 )
             except Exception as exc:
                 raise LedgerError(f"bad ledger URL {self.label}: {exc}") from exc
-        if not self._migrated:
+        if not self._migrated and not self.read_only:
             # Only a missing or older schema is migrated: a role that may only read (or only
             # insert) must not need CREATE rights, nor take the migration lock, to use it.
             if self._run(self._needs_migration):
@@ -211,6 +220,10 @@ class SqlAlchemyStore:
 
         try:
             with self._engine.begin() as conn:
+                if self.read_only and conn.dialect.name == "postgresql":
+                    from sqlalchemy import text
+
+                    conn.execute(text("SET TRANSACTION READ ONLY"))
                 return fn(conn)
         except SQLAlchemyError as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
@@ -268,9 +281,35 @@ class SqlAlchemyStore:
         from sqlalchemy import text
 
         self._connect()
+        if self.read_only and not self._migrated:
+            # Nothing is created when only reading: a database without the schema has no runs.
+            if not self._run(self._has_schema):
+                return []
+            self._migrated = True
         return self._run(
             lambda conn: [dict(r._mapping) for r in conn.execute(text(sql), dict(params))]
         )
+
+    @staticmethod
+    def _has_schema(conn: Any) -> bool:
+        from sqlalchemy import inspect, text
+
+        if not inspect(conn).has_table("schema_version"):
+            return False
+        schema.check_not_newer(int(conn.execute(text(schema.CURRENT_VERSION)).scalar() or 0))
+        return True
+
+    def metadata_text(self, key_param: str) -> str:
+        """SQL for a run's top-level metadata value under the key in ``:key_param``, as text.
+
+        Raises:
+            ValueError: for a database other than PostgreSQL (no portable JSON function).
+        """
+        if not self.url.startswith("postgresql"):
+            raise ValueError(
+                f"tag filters need a SQLite or PostgreSQL ledger; {self.label} is neither"
+            )
+        return f"(r.metadata::jsonb ->> :{key_param})"
 
     def close(self) -> None:
         if self._engine is not None:
