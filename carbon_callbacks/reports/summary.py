@@ -51,6 +51,14 @@ class ReportRow:
     energy_kwh: float
     co2_g: float
     hours: float
+    energy_kwh_low: float = 0.0
+    energy_kwh_high: float = 0.0
+    co2_g_low: float = 0.0
+    co2_g_high: float = 0.0
+    stopped_early: int = 0
+    """Runs a rule, a pruner or the user ended early."""
+    finished: int = 0
+    """Runs whose end is recorded (the rest are running, or were killed)."""
 
     @property
     def equivalents(self) -> Equivalents:
@@ -85,6 +93,12 @@ def summarize(runs: Iterable[RunInfo], by: Sequence[str] = ("project",)) -> list
             energy_kwh=math.fsum(r.energy_kwh for r in rs),
             co2_g=math.fsum(r.co2_g for r in rs),
             hours=math.fsum(r.seconds for r in rs) / 3600.0,
+            energy_kwh_low=math.fsum(r.energy_kwh_low for r in rs),
+            energy_kwh_high=math.fsum(r.energy_kwh_high for r in rs),
+            co2_g_low=math.fsum(r.co2_g_low for r in rs),
+            co2_g_high=math.fsum(r.co2_g_high for r in rs),
+            stopped_early=sum(1 for r in rs if r.stopped_early),
+            finished=sum(1 for r in rs if r.finished),
         )
         for g, rs in groups.items()
     ]
