@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv postgres demo test bench lint clean
+.PHONY: venv postgres chromium demo test bench lint clean
 
 venv: $(STAMP)
 
@@ -28,7 +28,17 @@ postgres:
 	    || echo "make: could not install postgresql; the PostgreSQL ledger tests will skip" >&2; \
 	fi
 
-test: venv postgres
+# The browser tests of `carbon-callbacks serve` drive Debian's headless Chromium through its
+# chromedriver. Best effort, as for PostgreSQL: where it cannot be installed those tests skip.
+chromium:
+	@if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 \
+	    && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	        chromium-driver >/dev/null) \
+	    || echo "make: could not install chromium; the serve browser tests will skip" >&2; \
+	fi
+
+test: venv postgres chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

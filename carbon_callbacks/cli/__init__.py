@@ -127,6 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_spool)
 
     p = sub.add_parser(
+        "serve",
+        parents=[ledger_opt],
+        help="a read-only view of the ledger in the browser (overview, runs, one run, compare)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free one)")
+    p.add_argument(
+        "--optuna-storage",
+        default=None,
+        help="an Optuna study storage URL (sqlite:///study.db), to compare a study's trials",
+    )
+    p.add_argument("--open", action="store_true", help="open the overview in the web browser")
+    p.add_argument(
+        "--compare", nargs="+", default=[], metavar="RUN", help="open these runs' comparison"
+    )
+    p.set_defaults(func=commands.cmd_serve)
+
+    p = sub.add_parser(
         "demo",
         help="train a small MLP on digits twice (to max_epochs, then carbon-aware) and compare",
     )

@@ -288,3 +288,49 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from carbon_callbacks.serve.app import create_app
+        from carbon_callbacks.serve.server import bind, is_loopback, make_server, url_of
+    except ImportError as exc:
+        raise CliError(
+            f"serve needs its web packages ({exc}); pip install 'carbon-callbacks[serve]'"
+        ) from exc
+    from urllib.parse import urlencode
+
+    from carbon_callbacks.ledger import Ledger
+
+    try:
+        ledger = args.resources.enter_context(Ledger.open(args.ledger, read_only=True))
+    except ValueError as exc:
+        raise CliError(f"--ledger: {exc}") from exc
+    hosts = ["127.0.0.1", "localhost", "[::1]"]
+    if not is_loopback(args.host):
+        print(
+            f"carbon-callbacks serve: listening on {args.host}: anyone who can reach it reads "
+            "the ledger (there is no login); the default 127.0.0.1 keeps it to this machine",
+            file=sys.stderr,
+        )
+        hosts = ["*"] if args.host in ("0.0.0.0", "::") else [*hosts, args.host]
+    try:
+        app = create_app(ledger, optuna_storage=args.optuna_storage, allowed_hosts=hosts)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        raise CliError(
+            f"--port: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+            "choose another port, or 0 for any free one"
+        ) from exc
+    url = url_of(sock)
+    page = "/compare?" + urlencode([("run", r) for r in args.compare]) if args.compare else "/"
+    print(f"carbon-callbacks serve: {ledger.label} (read-only) at {url}/", flush=True)
+    if args.compare or args.open:
+        import webbrowser
+
+        print(f"opening {url}{page}", flush=True)
+        webbrowser.open(url + page)
+    print("Ctrl-C stops the server", flush=True)
+    make_server(app, sock).run(sockets=[sock])
+    return 0
