@@ -82,3 +82,23 @@ def test_a_read_only_postgres_ledger_is_refused_writes_by_the_server(fresh_db: s
     assert [r.run_id for r in Ledger.open(fresh_db).runs()] == ["w1"]
     reader.close()
 
+
+def test_serve_pages_over_a_read_only_postgres_ledger(fresh_db: str) -> None:
+    pytest.importorskip("starlette", reason="serve needs the [serve] extra")
+    import urllib.request
+
+    from carbon_callbacks.serve import create_app
+    from tests.helpers.serve_ledger import fill_team_ledger, served
+
+    roles = fill_team_ledger(fresh_db, runs=6)
+    ledger = Ledger.open(fresh_db, read_only=True)
+    stopped = roles["stopped"]
+    with served(create_app(ledger)) as url:
+        for page in ("/?tag=variant%3Daware", "/runs?sort=co2", f"/runs/{stopped}",
+                     f"/compare?run={stopped}"):  # fmt: skip
+            with urllib.request.urlopen(url + page, timeout=30) as resp:
+                body = resp.read().decode()
+                assert resp.status == 200, page
+        assert stopped in body
+    assert len(Ledger.open(fresh_db).runs()) == 6
+    ledger.close()
