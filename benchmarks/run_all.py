@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from figures import HERE, PYTHON, REPO, log  # noqa: E402
 
 # Cheap and quiet ones first, the accuracy run (many concurrent processes) last of ours.
-ORDER = ("core", "intensity", "startup", "overhead", "fallback", "accuracy", "stopping", "pruning")
+ORDER = ("core", "intensity", "startup", "overhead", "fallback", "accuracy", "stopping", "pruning",
+         "serve")
 TIMEOUT_S = 420
 
 
