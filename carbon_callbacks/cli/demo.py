@@ -423,8 +423,8 @@ def run_demo(
         f"ledger        : {result.ledger} (runs {result.full_run_id}, {result.early_run_id}, "
         f"{result.aware_run_id}); see `carbon-callbacks show {result.aware_run_id}`\n"
         f"took {result.seconds:.0f} s\n"
-        f"both runs in the browser: carbon-callbacks serve --ledger {shlex.quote(result.ledger)} "
-        f"--compare {result.full_run_id} {result.aware_run_id}\n"
+        f"in the browser: carbon-callbacks serve --ledger {shlex.quote(result.ledger)} "
+        f"--compare {result.full_run_id} {result.early_run_id} {result.aware_run_id}\n"
     )
     out.flush()
     return result

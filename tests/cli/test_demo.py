@@ -113,16 +113,16 @@ def test_demo_refuses_a_run_too_short_to_stop_early(tmp_path: Path) -> None:
         run_demo(epochs=1, output_dir=tmp_path, ledger=tmp_path / "l.sqlite")
 
 
-def test_demo_ends_with_the_command_that_opens_both_runs_in_the_browser(demo) -> None:
+def test_demo_ends_with_the_command_that_opens_its_runs_in_the_browser(demo) -> None:
     import shlex
 
     from carbon_callbacks.cli import build_parser
 
     result, text, d = demo
     label, _, command = text.strip().splitlines()[-1].partition(": ")
-    assert label == "both runs in the browser"
+    assert label == "in the browser"
     argv = shlex.split(command)
     assert argv[0] == "carbon-callbacks"
     args = build_parser().parse_args(argv[1:])
     assert args.command == "serve" and args.ledger == str(d / "ledger.sqlite")
-    assert args.compare == [result.full_run_id, result.aware_run_id]
+    assert args.compare == [result.full_run_id, result.early_run_id, result.aware_run_id]
