@@ -26,6 +26,7 @@ pytest.importorskip("uvicorn", reason="serve needs the [serve] extra")
 from carbon_callbacks.cli import main  # noqa: E402
 from carbon_callbacks.ledger import Ledger  # noqa: E402
 from carbon_callbacks.reports import format_energy, format_grams, summarize  # noqa: E402
+from carbon_callbacks.reports.plot import knee_epoch  # noqa: E402
 from carbon_callbacks.serve import create_app  # noqa: E402
 from carbon_callbacks.serve.compare import front_knee, pareto_front  # noqa: E402
 from carbon_callbacks.serve.overview import energy_saved_kwh, planned_epochs  # noqa: E402
@@ -235,7 +236,9 @@ def test_run_page_marks_shoulder_and_stop_and_lists_regions_and_hours(
     run = ledger.run(roles["stopped"])
     records = ledger.epochs(run.run_id)
     _, _, html = get(site + f"/runs/{run.run_id}")
-    shoulder = int(re.search(r"shoulder at epoch (\d+)", run.stop_reason).group(1))
+    # The knee of the metric-vs-CO2e curve, as `carbon-callbacks plot` marks a ledger run's.
+    shoulder = knee_epoch(records, "val_acc", "max")
+    assert shoulder is not None
     assert f'<strong id="shoulder-epoch">{shoulder}</strong>' in html
     assert f'<strong id="stop-epoch">{records[-1].epoch}</strong>' in html
     assert run.stop_reason in html
