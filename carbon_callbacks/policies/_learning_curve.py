@@ -51,6 +51,9 @@ class CurveForecast:
     gain: float
     gain_low: float
     gain_high: float
+    expected_gain: float
+    """The mean of the bootstrap gains with losses counted as 0: what stopping now is expected
+    to give up, the risk-neutral figure a decision threshold compares with."""
     weights: dict[str, float]
     noise: float
     positions: tuple[float, ...]
@@ -197,6 +200,7 @@ def forecast_curve(
         gain=float(level_end - level_now),
         gain_low=_quantile(gains, ws, lo_q),
         gain_high=_quantile(gains, ws, hi_q),
+        expected_gain=float(np.sum(ws * np.maximum(gains, 0.0)) / np.sum(ws)),
         weights=weights,
         noise=float(np.sqrt(noise_var)),
         positions=tuple(float(x) for x in t),

@@ -16,8 +16,9 @@ from carbon_callbacks.records import EpochRecord, Horizon
 INTENSITY = 400.0
 
 
-def records_for(values, *, name="val_acc", cost_g=2.0, max_epochs=None, lrs=None):
-    """Training records with one metric per epoch, 2 g per epoch, and an optional horizon."""
+def records_for(values, *, name="val_acc", cost_g=2.0, max_epochs=None, lrs=None, losses=None):
+    """Training records with one metric per epoch (and ``val_loss`` when ``losses`` is
+    given), 2 g per epoch, and an optional horizon."""
     out = []
     total = 0.0
     t = 1_700_000_000.0
@@ -47,7 +48,8 @@ def records_for(values, *, name="val_acc", cost_g=2.0, max_epochs=None, lrs=None
                 co2_g_total=total,
                 power_w=cost_g / INTENSITY * 3.6e6,
                 intensity_g_per_kwh=INTENSITY,
-                metrics={} if v is None else {name: v},
+                metrics=({} if v is None else {name: v})
+                | ({} if losses is None else {"val_loss": losses[epoch]}),
                 horizon=horizon,
             )
         )
@@ -223,8 +225,82 @@ def test_decision_reads_a_bounded_number_of_records():
         ({"monitor": "val_acc", "confidence": 1.5}, "confidence must be in"),
         ({"monitor": "val_acc", "lr_drop": 2.0}, "lr_drop must be in"),
         ({"monitor": "val_acc", "min_epochs": 2}, "min_epochs must be >= 4"),
+        ({"monitor": "val_acc", "criterion": "mean"}, "criterion must be"),
+        ({"monitor": "val_acc", "patience": 100}, "patience must be below max_points"),
+        ({"monitor": "val_acc", "turn_confidence": 0.4}, "turn_confidence must be in"),
     ],
 )
 def test_bad_configuration_is_refused_with_the_argument_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DiminishingReturns(**kwargs)
+
+
+# ------------------------------------------------------------- patience net and trend test
+
+
+def overfitting_losses(n, turn=10):
+    """A val_loss that falls to epoch ``turn`` and then rises steadily."""
+    return [1.0 - 0.05 * e if e <= turn else 0.5 + 0.02 * (e - turn) for e in range(n)]
+
+
+def test_patience_net_stops_where_early_stopping_on_val_loss_would():
+    # val_acc still climbs (the forecast would go on); val_loss bottoms out at epoch 10.
+    accs = [0.5 + 0.01 * e for e in range(40)]
+    records = records_for(accs, max_epochs=40, losses=overfitting_losses(40))
+    stop, decision = first_stop(DiminishingReturns("val_acc"), records)
+    assert stop == 15  # EarlyStopping(patience=5): epochs 11-15 do not improve on epoch 10
+    assert decision.details["trigger"] == "patience"
+    assert decision.details["watched_best_epoch"] == 10
+    assert "val_loss has not improved for 5 epochs" in decision.reason
+    assert "keep the checkpoint of epoch 15" in decision.reason
+    off, _ = first_stop(DiminishingReturns("val_acc", patience=None), records)
+    assert off is None or off > 15
+
+
+def test_patience_net_is_off_when_its_metric_is_not_logged():
+    accs = [0.5 + 0.01 * e for e in range(40)]
+    stop, _ = first_stop(DiminishingReturns("val_acc"), records_for(accs, max_epochs=40))
+    assert stop is None
+
+
+def test_patience_net_still_applies_while_waiting_for_a_scheduled_drop():
+    lrs = [0.1 if e < 30 else 0.01 for e in range(40)]
+    accs = [0.8 - 0.4 * math.exp(-0.5 * e) for e in range(40)]
+    records = records_for(accs, max_epochs=40, lrs=lrs, losses=overfitting_losses(40))
+    policy = DiminishingReturns("val_acc")
+    waiting = policy.decide(records[:12])
+    assert not waiting.stop
+    assert "by epoch 30 (19 epochs, about 38 g CO2e away)" in waiting.reason
+    assert "the patience net on val_loss still applies" in waiting.reason
+    stop, decision = first_stop(policy, records)
+    assert stop == 15 and decision.details["trigger"] == "patience"
+
+
+def test_trend_test_stops_a_turned_val_loss_before_the_patience_runs_out():
+    accs = [0.5 + 0.01 * e for e in range(40)]
+    records = records_for(accs, max_epochs=40, losses=overfitting_losses(40))
+    stop, decision = first_stop(DiminishingReturns("val_acc", turn_window=6), records)
+    # Epochs 10-15 rise monotonically: the test is confident once it has six rising values.
+    assert stop is not None and stop < 15
+    assert decision.details["trigger"] == "turned"
+    assert "val_loss has risen over the last 6 epochs" in decision.reason
+
+
+def test_mann_kendall_reads_a_trend_and_not_noise():
+    from carbon_callbacks.policies._trend import mann_kendall_z, turned
+
+    assert mann_kendall_z([1, 2, 3, 4, 5, 6]) > 2.0
+    assert mann_kendall_z([6, 5, 4, 3, 2, 1]) < -2.0
+    assert abs(mann_kendall_z([1, 3, 2, 3, 1, 2])) < 0.5
+    assert turned([1, 2, 3, 4, 5, 6], worse="up", confidence=0.95)[0]
+    assert not turned([1, 2, 3, 4, 5, 6], worse="down", confidence=0.95)[0]
+
+
+def test_expected_criterion_stops_no_later_than_the_interval():
+    rng = random.Random(0)
+    values = [saturating(e) + rng.gauss(0, 0.01) for e in range(60)]
+    records = records_for(values, max_epochs=60)
+    upper, _ = first_stop(DiminishingReturns("val_acc"), records)
+    expected, decision = first_stop(DiminishingReturns("val_acc", criterion="expected"), records)
+    assert expected is not None and (upper is None or expected <= upper)
+    assert decision.details["expected_gain"] < 0.002
