@@ -252,7 +252,8 @@ class CarbonPruner(BasePruner):
     - **forecast** (``max_steps`` given): the trial's learning curve is extrapolated to its
       last step with the same ensemble ``DiminishingReturns`` uses
       (``policies._learning_curve``); when even the upper end of the forecast final value's
-      interval cannot reach the study's current best, the CO2e it would still spend buys
+      interval, plus the validation noise a best-of-epochs adds (``noise_sds``), cannot reach
+      the study's current best by ``margin``, the CO2e it would still spend buys
       nothing, and it is pruned. This is what saves a study most: a slow configuration is
       stopped as soon as its curve says it cannot win, not when it falls below a median.
     - **equal CO2e** (``equal_co2=True``): trials with big models spend more per epoch, so
@@ -293,6 +294,11 @@ class CarbonPruner(BasePruner):
         confidence: Coverage of the forecast interval (0.9: a trial is pruned when its 95th
             percentile final value is below the best).
         min_forecast_steps: Least reported values before a trial's curve is forecast.
+        noise_sds: Validation noise (the residual standard deviation of the trial's curve fit)
+            added to the forecast's upper bound, in standard deviations: the study's best is a
+            best of noisy values, and the trial's would be one too.
+        margin: The forecast's reach must fall below the study's best by this much (metric
+            units) before the trial is pruned.
 
     Raises:
         ValueError: For a percentile outside [0, 100], a budget <= 0, a negative count.
@@ -314,6 +320,8 @@ class CarbonPruner(BasePruner):
         equal_co2: bool = True,
         confidence: float = 0.9,
         min_forecast_steps: int = 5,
+        noise_sds: float = 2.0,
+        margin: float = 0.0,
     ) -> None:
         if base is not None and not isinstance(base, BasePruner):
             raise TypeError(
@@ -368,6 +376,13 @@ class CarbonPruner(BasePruner):
             min_forecast_steps < 4
         ):
             raise ValueError(f"min_forecast_steps must be an int >= 4, got {min_forecast_steps!r}.")
+        for name, number in (("noise_sds", noise_sds), ("margin", margin)):
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or not (
+                0.0 <= float(number) < math.inf
+            ):
+                raise ValueError(f"{name} must be a finite number >= 0, got {number!r}.")
+        self._noise_sds = float(noise_sds)
+        self._margin = float(margin)
         self._max_steps = max_steps
         self._equal_co2 = bool(equal_co2)
         self._confidence = float(confidence)
@@ -453,7 +468,13 @@ class CarbonPruner(BasePruner):
             self._max_steps,
             confidence=self._confidence,
         )
-        if forecast is None or forecast.level_end_high >= best:
+        if forecast is None:
+            return None
+        # The study's best is the best of noisy validation values, and this trial's final value
+        # would be one too: its reach is the curve's upper bound plus what validation noise
+        # adds to a best-of-epochs (``noise_sds`` residual standard deviations).
+        reach = forecast.level_end_high + self._noise_sds * forecast.noise
+        if reach + self._margin >= best:
             return None
         points = carbon.get(trial.number) or []
         spent = points[-1].co2_g_total if points else 0.0
@@ -461,7 +482,8 @@ class CarbonPruner(BasePruner):
         left = per_step * (self._max_steps - 1 - step)
         return (
             f"forecast final value {sign * forecast.level_end:.4g} ({self._confidence:.0%} "
-            f"interval up to {sign * forecast.level_end_high:.4g}) cannot reach the study's best "
+            f"interval up to {sign * forecast.level_end_high:.4g}, {sign * reach:.4g} with "
+            f"validation noise) cannot reach the study's best "
             f"{sign * best:.4g}; pruning saves about {left:.3g} g CO2e of steps "
             f"{step + 1}-{self._max_steps - 1}"
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -457,9 +458,31 @@ def test_forecast_is_off_without_max_steps_and_respects_warmup():
     assert pruned_at == 10
 
 
+def test_forecast_counts_validation_noise_before_pruning_a_near_miss():
+    # Levelling off at 0.87 with +-0.015 noise while the best is 0.90: the curve alone cannot
+    # reach it, but a best-of-noisy-epochs could come close, so only the noise-blind pruner
+    # prunes it early.
+    rng = random.Random(3)
+    values = [saturating(s, 0.87) + rng.gauss(0, 0.015) for s in range(30)]
+    blind = forecast_study(noise_sds=0.0)
+    _, blind_at = run_steps(blind, values, 10.0)
+    noisy = forecast_study()
+    _, noisy_at = run_steps(noisy, values, 10.0)
+    assert blind_at is not None
+    assert noisy_at is None or noisy_at > blind_at
+
+
+def test_forecast_margin_keeps_trials_within_it():
+    study = forecast_study(margin=0.25)
+    _, pruned_at = run_steps(study, [saturating(s, 0.7) for s in range(30)], 10.0)
+    assert pruned_at is None
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
+        ({"noise_sds": -1.0}, "noise_sds must be"),
+        ({"margin": float("nan")}, "margin must be"),
         ({"max_steps": 1}, "max_steps must be"),
         ({"confidence": 1.0}, "confidence must be in"),
         ({"min_forecast_steps": 2}, "min_forecast_steps must be"),
