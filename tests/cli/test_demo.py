@@ -72,7 +72,7 @@ def test_demo_prints_the_table_the_stops_the_benchmark_and_the_paths(demo) -> No
         assert re.search(rf"^{label}\s*: {len(rs)} epochs", text, re.M)
     if len(result.early) < 12:
         assert "<- EarlyStopping(val_loss) stopped here" in text
-    assert "benchmark (benchmarks/RESULTS.md, 7 tasks x 3 seeds" in text
+    assert "benchmark (benchmarks/RESULTS.md, 10 tasks x 5 seeds" in text
     assert str(result.plot_path.resolve()) in text
     assert str(d / "ledger.sqlite") in text
     assert "epoch   1/12" in text  # the progress display
