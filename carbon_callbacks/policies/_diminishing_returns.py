@@ -110,7 +110,8 @@ class DiminishingReturns:
         patience: Epochs without improvement of ``patience_monitor`` that stop the run, as
             ``EarlyStopping``; None: no net.
         patience_monitor: The metric the net and the trend test watch (lower is better when
-            its name says so, e.g. ``"val_loss"``); when it is not logged both are off.
+            its name says so, e.g. ``"val_loss"``; the transformers ``Trainer`` logs
+            ``"eval_loss"``); when it is not logged both are off.
         turn_window: Epochs the trend test looks back over; None (the default): no test.
         turn_confidence: One-sided confidence the trend test needs, in (0.5, 1).
 
