@@ -4,7 +4,8 @@ One rule per private module, as Optuna's ``pruners``; every rule is stateless (e
 recomputed from the run's records, which the adapters checkpoint). See ``Policy`` to write one.
 
 - ``DiminishingReturns``: forecasts the rest of the run from its learning curve and stops when
-  it would add less than ``max_loss`` to the metric (the recommended rule).
+  it would add less than ``max_loss`` to the metric, and never later than
+  ``EarlyStopping(val_loss, patience=5)`` would.
 - ``MarginalGain``: stops when the recent gain per epoch, per kg CO2e or per kWh is too low.
 - ``CarbonBudget``: stops before a CO2e or energy budget would be crossed.
 - ``Forecast``: predicts the run's total energy, CO2e and duration; never stops.
