@@ -37,8 +37,8 @@ BENCHMARK = (
     "patience=5)): DiminishingReturns() at its default trained 16.2 epochs to EarlyStopping's "
     "17.6: 5% less energy (± 2%) for -0.09 pt test accuracy (± 0.04; worst task -0.35 pt). It "
     "never trains longer (its patience net is that EarlyStopping); the saving is its forecast "
-    "stopping where accuracy has levelled off while val_loss still falls (digits CNN 18%, "
-    "GRU 30%). Target 25%: not met; the best stop known in hindsight saves 22%"
+    "stopping where accuracy has levelled off while val_loss still falls (digits CNN 19%, "
+    "GRU 29%). Target 25%: not met; the best stop known in hindsight saves 21%"
 )
 """What one demo run cannot show, quoted from the benchmark so the printout is not a lucky run."""
 

@@ -50,14 +50,14 @@ class DiminishingReturns:
       (``val_loss``) when that metric is logged, so the rule never trains longer than that
       widely used default would. On the benchmark (``benchmarks/RESULTS.md``) the net is what
       stops most runs; the forecast stops some earlier, and that is the whole of the saving
-      over ``EarlyStopping(val_loss)``: about 5% of the energy for -0.05 points of accuracy.
+      over ``EarlyStopping(val_loss)``: about 5% of the energy for -0.09 points of accuracy.
       ``patience=None`` turns the net off.
 
     Optionally (``turn_window=6``) a Mann-Kendall trend test on the last ``turn_window``
     values of ``patience_monitor`` stops when the validation loss has risen with
     ``turn_confidence``, without waiting for the patience: saturating families cannot
     represent an overfitting decline. It is off by default: it saved energy for free on the
-    runs it was designed on and cost 0.4 points on held-out runs.
+    runs it was designed on and cost 0.3-0.4 points on held-out runs.
 
     The reason says it in the user's terms::
 
