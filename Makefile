@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv postgres chromium demo test bench lint clean
+LAYOUT := build/layout
+
+.PHONY: venv postgres chromium demo test bench lint layout typecheck layers wheel-check clean
 
 venv: $(STAMP)
 
@@ -38,9 +40,10 @@ chromium:
 	    || echo "make: could not install chromium; the serve browser tests will skip" >&2; \
 	fi
 
-test: venv postgres chromium
-	$(BIN)/ruff check .
+# Cheap static checks first, then the suite, then the wheel.
+test: venv postgres chromium lint layers typecheck
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory wheel-check
 
 bench: venv
 	$(BIN)/pip install -qq -c constraints-dev.txt -e ".[bench]"
@@ -49,5 +52,35 @@ bench: venv
 lint: venv
 	$(BIN)/ruff check .
 
+# mypy and import-linter must read the package as it installs, with integrations/ inside
+# carbon_callbacks, a tree that exists on disk only in the wheel. build/layout is that tree made
+# of symlinks to the sources, rebuilt every time so a new or removed module is seen.
+layout:
+	@rm -rf $(LAYOUT) && mkdir -p $(LAYOUT)/carbon_callbacks
+	@for f in carbon_callbacks/*; do \
+	    [ "$${f##*/}" = __pycache__ ] || ln -s "$(CURDIR)/$$f" $(LAYOUT)/carbon_callbacks/; \
+	done
+	@ln -s "$(CURDIR)/integrations" $(LAYOUT)/carbon_callbacks/integrations
+
+# Settings in pyproject.toml [tool.mypy]. mypy names the files by their path in build/layout;
+# sed maps them back to the sources.
+typecheck: venv layout
+	@$(BIN)/mypy > $(LAYOUT)/mypy.txt; status=$$?; \
+	sed -e 's#^$(LAYOUT)/carbon_callbacks/integrations/#integrations/#' \
+	    -e 's#^$(LAYOUT)/##' $(LAYOUT)/mypy.txt; exit $$status
+
+# The rooms' import order and the core's independence from adapters and frameworks: the
+# contracts in pyproject.toml [tool.importlinter] (tests/test_layering.py shows they catch a
+# violation). lint-imports finds the package from its working directory.
+layers: venv layout
+	cd $(LAYOUT) && $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml
+
+# Builds the wheel, checks it holds every source and data file, installs it with --no-deps
+# into a fresh venv in a temp folder that borrows the dev venv's packages through a .pth file
+# (fast, nothing downloaded), and from there runs `carbon-callbacks detect` and imports the
+# Lightning adapter, so a file missing from the wheel fails here. See tools/wheel_check.py.
+wheel-check: venv
+	$(BIN)/python tools/wheel_check.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .mypy_cache
