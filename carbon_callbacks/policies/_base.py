@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, overload, runtime_checkable
 
 from carbon_callbacks.records import EpochRecord
 
@@ -69,6 +69,10 @@ class Policy(Protocol):
         ...
 
 
+@overload
+def positive(name: str, value: float, *, allow_zero: bool = False) -> float: ...
+@overload
+def positive(name: str, value: float | None, *, allow_zero: bool = False) -> float | None: ...
 def positive(name: str, value: float | None, *, allow_zero: bool = False) -> float | None:
     """``value`` as a float after checking it is a finite number > 0 (or >= 0); None passes."""
     if value is None:

@@ -151,8 +151,8 @@ class DiminishingReturns:
                 )
         check_monitor_mode(monitor, str(mode), check_mode)
         self.monitor = monitor
-        self.mode: Literal["min", "max"] = mode  # type: ignore[assignment]
-        self.max_loss = float(positive("max_loss", max_loss, allow_zero=True))  # type: ignore[arg-type]
+        self.mode: Literal["min", "max"] = mode
+        self.max_loss = positive("max_loss", max_loss, allow_zero=True)
         self.min_gain_per_kg = positive("min_gain_per_kg", min_gain_per_kg, allow_zero=True)
         self.max_epochs = None if max_epochs is None else count("max_epochs", max_epochs, 1)
         self.max_co2_g = positive("max_co2_g", max_co2_g)

@@ -145,8 +145,8 @@ def forecast_curve(
         for name, (g, k) in bases.items():
             if n < k + 2:
                 continue
-            best, a, c, rss = _fit(g[:, :n], y[:, None], w)
-            fits[name] = (int(best[0]), float(a[0]), float(c[0]), float(rss[0]), k)
+            best, a_fit, c_fit, rss_fit = _fit(g[:, :n], y[:, None], w)
+            fits[name] = (int(best[0]), float(a_fit[0]), float(c_fit[0]), float(rss_fit[0]), k)
         ref = min(fits.values(), key=lambda f: f[3])
         gref = bases[_name_of(fits, ref)][0][ref[0], :n]
         resid = y - (ref[2] + ref[1] * gref)
@@ -156,9 +156,9 @@ def forecast_curve(
         w = np.minimum(1.0, _HUBER_K * s / np.maximum(np.abs(resid), 1e-300))
     # AICc weights on the weighted RSS (a floor keeps a perfect fit from dividing by zero).
     floor = (1e-9 * scale) ** 2 * n
-    aicc = {}
+    aicc: dict[str, float] = {}
     for name, (_, _, _, rss, k) in fits.items():
-        aicc[name] = n * np.log(max(rss, floor) / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)
+        aicc[name] = float(n * np.log(max(rss, floor) / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1))
     low = min(aicc.values())
     raw = {name: float(np.exp(-(v - low) / 2)) for name, v in aicc.items()}
     total = sum(raw.values())

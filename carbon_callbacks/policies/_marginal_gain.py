@@ -118,24 +118,23 @@ class MarginalGain:
             "kg": min_gain_per_kg,
             "kwh": min_gain_per_kwh,
         }
-        named = [k for k, v in given.items() if v is not None]
+        named = {k: v for k, v in given.items() if v is not None}
         if len(named) != 1:
             raise ValueError(
                 "MarginalGain needs exactly one threshold: min_gain_per_epoch (metric gain per "
                 "epoch's energy, e.g. 0.001), min_gain_fraction (of the run's early gain rate, "
                 "e.g. 0.05), min_gain_per_kg (per kg CO2e) or min_gain_per_kwh (per kWh)."
             )
-        self.per = named[0]
+        self.per, value = next(iter(named.items()))
         name = {"epoch": "min_gain_per_epoch", "fraction": "min_gain_fraction"}.get(
             self.per, f"min_gain_per_{self.per}"
         )
-        value = given[self.per]
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
             raise ValueError(
                 f"{name} must be >= 0, got {value:g}: it is a gain in {monitor}'s improving "
                 f"direction, so it is positive for mode='{mode}' too."
             )
-        self.threshold = float(positive(name, value, allow_zero=True))  # type: ignore[arg-type]
+        self.threshold = positive(name, value, allow_zero=True)
         if self.per == "fraction" and self.threshold > 1:
             raise ValueError(
                 f"min_gain_fraction must be in [0, 1] (a fraction of the early gain rate), got "
