@@ -167,7 +167,7 @@ def _model() -> Any:
             self.log("val_loss", nn.functional.cross_entropy(logits, y), on_epoch=True)
 
         def configure_optimizers(self) -> Any:
-            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
+            return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"], momentum=0.9)
 
     return DigitsMLP()
 
@@ -333,8 +333,8 @@ def run_demo(
                     "warm-up", epochs=1, policy=None, intensity=source, ledger=False,
                     samples=samples, seed=seed, out=out, progress=False,
                 )  # fmt: skip
-                common = {"intensity": source, "ledger": ledger_obj, "samples": samples,
-                          "seed": seed, "out": out, "progress": progress}  # fmt: skip
+                common: dict[str, Any] = {"intensity": source, "ledger": ledger_obj,
+                    "samples": samples, "seed": seed, "out": out, "progress": progress}  # fmt: skip
                 full_cb = _fit("to max_epochs", epochs=epochs, policy=None, **common)
                 early_cb = _fit(
                     "EarlyStopping", epochs=epochs, policy=None, early_stopping=True, **common

@@ -260,7 +260,7 @@ def end_op(
 
 def epoch_record(row: Mapping[str, Any]) -> EpochRecord:
     """The record an ``epochs`` row holds."""
-    d = {c: float(row[c]) if row.get(c) is not None else 0.0 for c in FLOAT_COLUMNS}
+    d: dict[str, Any] = {c: float(row[c]) if row.get(c) is not None else 0.0 for c in FLOAT_COLUMNS}
     return EpochRecord(
         epoch=int(row.get("epoch") or 0),
         stage=row.get("stage") or "train",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping
+from types import FrameType
 from typing import Any
 
 
@@ -40,7 +41,7 @@ def find_caller_instance(kind: type, max_depth: int = 16) -> Any | None:
     ``CallbackList``, transformers' ``Trainer``), which neither framework hands to a callback,
     so that our keys can reach the loggers that run in the same event.
     """
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     for _ in range(max_depth):
         if frame is None:
             return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -43,8 +44,8 @@ DEFAULT_POLL_HZ = 10.0
 def gpu_tdp_table() -> dict[str, float]:
     """The bundled GPU table: name -> TDP in watts."""
     path = resources.files("carbon_callbacks.energy.sensors").joinpath("data/gpu_tdp.csv")
-    with path.open(encoding="utf-8", newline="") as f:
-        return {row["name"]: float(row["tdp_w"]) for row in csv.DictReader(f)}
+    rows = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline=""))
+    return {row["name"]: float(row["tdp_w"]) for row in rows}
 
 
 def _toks(name: str) -> set[str]:
