@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from typing_extensions import override
 
 from carbon_callbacks.integrations._lr_schedule import first_lr, lr_ahead, reacts_to_metrics
 from carbon_callbacks.integrations._trackers import find_runs, logger_runs, publish_summary
@@ -20,6 +22,14 @@ from carbon_callbacks.records import EpochRecord, Horizon
 from carbon_callbacks.tracking import EpochTracker
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    # Type-checked as a lightning.pytorch Callback (pytorch_lightning's has the same hooks), so
+    # @override checks each hook's name and signature. At run time the base is object: each
+    # namespace's CarbonCallback adds its own Callback after this mixin.
+    from lightning.pytorch import Callback as _CallbackBase
+else:
+    _CallbackBase = object
 
 
 def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -34,32 +44,13 @@ def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class LightningCarbonMixin:
+class LightningCarbonMixin(_CallbackBase):
     """Per-epoch energy and CO2e logged with ``pl_module.log`` and a carbon-aware stop.
 
     See ``carbon_callbacks.integrations.lightning.CarbonCallback`` for the user documentation.
     """
 
     _framework = "lightning"
-
-    # Lightning calls every hook of every callback at every batch, overridden or not, each
-    # through its profiler's context manager: about 1.5 us a call, six calls a training batch,
-    # as much as all our own work in a fit of 1 ms batches. Its hook runner skips attributes
-    # that are not callable (``if callable(fn)`` in trainer/call.py, in both namespaces from
-    # 2.4.0 to 2.6.6 at least), so the per-batch hooks this callback does not use are None.
-    # (A subclass may still define them; it cannot call super() for them.)
-    on_train_batch_start = None
-    on_train_batch_end = None
-    on_before_backward = None
-    on_after_backward = None
-    on_before_optimizer_step = None
-    on_before_zero_grad = None
-    on_validation_batch_start = None
-    on_validation_batch_end = None
-    on_test_batch_start = None
-    on_test_batch_end = None
-    on_predict_batch_start = None
-    on_predict_batch_end = None
 
     def __init__(
         self,
@@ -104,6 +95,7 @@ class LightningCarbonMixin:
 
     # -------------------------------------------------------------- hooks
 
+    @override
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         hparams = getattr(pl_module, "hparams", None) or {}
         metadata = {
@@ -114,18 +106,22 @@ class LightningCarbonMixin:
         }
         self.tracker.fit_start(metadata, primary=trainer.is_global_zero)
 
+    @override
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self.tracker.epoch_start(trainer.current_epoch)
         # Epoch-interval schedulers have stepped by the epoch's end: keep the LR it trained with.
         optimizers = getattr(trainer, "optimizers", None) or []
         self._epoch_lr = first_lr(optimizers[0]) if optimizers else None
 
+    @override
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         self.tracker.eval_start()
 
+    @override
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         self.tracker.eval_end()
 
+    @override
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         distributed = trainer.world_size > 1
         reduce = self._reducer(trainer) if distributed else None
@@ -230,9 +226,11 @@ class LightningCarbonMixin:
                     "logger", "%s could not log the carbon keys (%s)", type(lg).__name__, exc
                 )
 
+    @override
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self._finish(trainer)
 
+    @override
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._finish(trainer)
 
@@ -244,9 +242,11 @@ class LightningCarbonMixin:
             runs = find_runs(lambda: logger_runs(loggers), self.tracker.warn_once)
             publish_summary(runs, summary, self.tracker.warn_once)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return self.tracker.state_dict()
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.tracker.load_state_dict(state_dict)
 
@@ -263,3 +263,28 @@ class LightningCarbonMixin:
             return [float(v) for v in summed.cpu()]
 
         return reduce
+
+
+# Lightning calls every hook of every callback at every batch, overridden or not, each through
+# its profiler's context manager: about 1.5 us a call, six calls a training batch, as much as
+# all our own work in a fit of 1 ms batches. Its hook runner skips attributes that are not
+# callable (``if callable(fn)`` in trainer/call.py, in both namespaces from 2.4.0 to 2.6.6 at
+# least), so the per-batch hooks this callback does not use are None. (A subclass may still
+# define them; it cannot call super() for them.) They are set after the class body because a
+# None where Callback has a method is, to a type checker, a broken override.
+_UNUSED_BATCH_HOOKS = (
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+)
+for _hook in _UNUSED_BATCH_HOOKS:
+    setattr(LightningCarbonMixin, _hook, None)

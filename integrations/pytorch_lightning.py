@@ -18,7 +18,9 @@ from carbon_callbacks.integrations._lightning_mixin import LightningCarbonMixin
 __all__ = ["CarbonCallback"]
 
 
-class CarbonCallback(LightningCarbonMixin, pl.Callback):
+# The mixin is type-checked as a lightning.pytorch Callback; this namespace's Callback has the
+# same hooks typed with its own Trainer and LightningModule, which mypy calls incompatible.
+class CarbonCallback(LightningCarbonMixin, pl.Callback):  # type: ignore[misc]
     """Logs each epoch's energy and CO2e to Lightning's loggers and stops on a carbon policy.
 
     At every training epoch end (after validation) it logs ``energy_kwh``, ``energy_kwh_total``,
