@@ -33,6 +33,8 @@ class _StandInOptimizer:
     def step(self, *args: Any, **kwargs: Any) -> None:
         return None
 
+    # torch's LRScheduler warns unless optimizer.step carries this mark; a function attribute
+    # mypy does not know of.
     step._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
 
 

@@ -453,13 +453,13 @@ class CarbonPruner(BasePruner):
         if len(steps) < self._min_forecast_steps:
             return None
         completed = [
-            t for t in others if t.state == TrialState.COMPLETE and t.value is not None
+            t.value for t in others if t.state == TrialState.COMPLETE and t.value is not None
         ]
         if len(completed) < max(self._n_startup_trials, 1):
             return None
         maximize = study.direction == StudyDirection.MAXIMIZE
         sign = 1.0 if maximize else -1.0
-        best = max(sign * float(t.value) for t in completed)  # type: ignore[arg-type]
+        best = max(sign * float(value) for value in completed)
         from carbon_callbacks.policies._learning_curve import forecast_curve
 
         forecast = forecast_curve(

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from carbon_callbacks.energy.defaults import build_sensors
 from carbon_callbacks.energy.sensors.base import (
@@ -35,7 +35,8 @@ DEFAULT_INTERVAL = 1.0
 
 _MAX_MARKS = 10_000
 _METER_IDS = itertools.count(1)  # never reused, unlike id(): a Reading names its meter by it
-_F = TypeVar("_F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ class EnergyMeter:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def __call__(self, func: _F) -> _F:
+    def __call__(self, func: Callable[_P, _R]) -> Callable[_P, _R]:
         """Use the meter as a decorator: it runs for the duration of each call.
 
         A call made while the meter is already running (a nested or recursive call) is
@@ -239,13 +240,13 @@ class EnergyMeter:
         """
 
         @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             if self.running:
                 return func(*args, **kwargs)
             with self:
                 return func(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     # ---- readings ----------------------------------------------------------------------
 

@@ -189,6 +189,7 @@ class FallbackChain(Sensor):
         """The sensor in use now."""
         return self._sensors[self._index]
 
+    # Read-only where Sensor has plain attributes: a chain's are its active sensor's.
     @property
     def method(self) -> str:  # type: ignore[override]
         return self.active.method

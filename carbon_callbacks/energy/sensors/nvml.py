@@ -344,6 +344,7 @@ class NvmlSensor(Sensor):
             if g.mode in ("polled", "model"):
                 self._step(g, now)
 
+    # Read-only where Sensor has a plain attribute: the worst of the GPUs' modes.
     @property
     def method(self) -> str:  # type: ignore[override]
         order = ("counter", "polled", "model", "unavailable")
