@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,17 +33,16 @@ class Spool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Binary: a line of bad bytes must not stop the lines after it from being read.
         with open(self.path, "a+b") as fh:
-            try:
-                import fcntl
-            except ImportError:  # Windows: no advisory locks, single writer assumed
-                fcntl = None  # type: ignore[assignment]
-            if fcntl is not None:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            if sys.platform == "win32":  # no advisory locks: a single writer is assumed
+                yield fh
+                return
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield fh
             finally:
-                if fcntl is not None:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def append(self, op: Mapping[str, Any]) -> None:
         line = (json.dumps(op, default=str, allow_nan=True) + "\n").encode()
