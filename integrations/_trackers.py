@@ -161,7 +161,7 @@ def active_runs() -> list[TrackerRun]:
     mlflow = sys.modules.get("mlflow")
     active = getattr(mlflow, "active_run", None)
     run = active() if callable(active) else None
-    if run is not None:
+    if run is not None and mlflow is not None:
         runs.append(MlflowRun(mlflow.MlflowClient(mlflow.get_tracking_uri()), run.info.run_id))
     wandb_run = getattr(sys.modules.get("wandb"), "run", None)
     if wandb_run is not None:
