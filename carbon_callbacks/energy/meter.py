@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
 from carbon_callbacks.energy.defaults import build_sensors
 from carbon_callbacks.energy.sensors.base import (
@@ -44,6 +44,24 @@ class _MarkDetail:
     run: int
     totals: Mapping[str, Totals]
     notes: tuple[int, ...]  # len(chain.notes) per chain, in chain order
+
+
+class Meter(Protocol):
+    """What a tracker needs of an energy meter: ``EnergyMeter`` is one, a test's scripted meter
+    another.
+
+    ``mark()`` reads every sensor now; ``window(a, b)`` is the energy between two marks. A meter
+    may also have ``running`` (a meter already running is neither restarted nor stopped by the
+    tracker), ``methods`` and ``describe()`` (both recorded with the run in the ledger).
+    """
+
+    def start(self) -> object: ...
+
+    def stop(self) -> object: ...
+
+    def mark(self) -> Reading: ...
+
+    def window(self, a: Reading, b: Reading, /) -> Window: ...
 
 
 class EnergyMeter:

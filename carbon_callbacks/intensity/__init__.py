@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.intensity.co2e import Emissions, HourPart, check_pue, emissions
 from carbon_callbacks.intensity.env import ENV_VARS
-from carbon_callbacks.intensity.resolution import resolve
+from carbon_callbacks.intensity.resolution import IntensitySpec, resolve
 from carbon_callbacks.intensity.sources import (
     CallableIntensity,
     FixedIntensity,
@@ -49,6 +49,7 @@ __all__ = [
     "HourPart",
     "IntensitySample",
     "IntensitySource",
+    "IntensitySpec",
     "MixIntensity",
     "UKCarbonIntensity",
     "ZoneIntensity",

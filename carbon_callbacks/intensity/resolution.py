@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias
 
 from carbon_callbacks._warn import WarnOnce
 from carbon_callbacks.intensity import tables
@@ -61,6 +62,12 @@ PROVIDERS = ("electricitymaps", "uk-carbon-intensity", "none")
 _UK_CODES = {"GB", "GBR", "UK"}
 
 _warned = WarnOnce(logger)
+
+
+IntensitySpec: TypeAlias = (
+    float | str | IntensitySource | Mapping[str, float] | Callable[[float, float], Any] | None
+)
+"""What ``intensity=`` takes everywhere: see ``resolve``."""
 
 
 def _provider() -> str:
@@ -164,9 +171,7 @@ def _from_string(text: str, origin: str) -> IntensitySource:
     return _place(spec, origin)
 
 
-def resolve(
-    intensity: None | float | str | IntensitySource | Mapping[str, float] = None,
-) -> IntensitySource:
+def resolve(intensity: IntensitySpec = None) -> IntensitySource:
     """The intensity source for a run, from an argument, the environment, or the world average.
 
     Args:

@@ -5,7 +5,8 @@ of: the tables and migrations (``schema.py``), the SQLite and SQLAlchemy stores
 (``stores.py``), runs as the ledger reports them (``runs.py``) and a page at a time
 (``pages.py``), the spool that keeps writes while a store is down (``spool.py``), where a
 ledger lives (``location.py``), what a run records about its machine (``host.py``), and
-imports and exports (``interchange.py``).
+imports and exports (``interchange.py``). Anything else a tracker can record runs to is a
+``RunRecorder`` (``recorder.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from carbon_callbacks.ledger.interchange import (
 from carbon_callbacks.ledger.ledger import Ledger
 from carbon_callbacks.ledger.location import ENV_LEDGER, default_data_dir, default_location
 from carbon_callbacks.ledger.pages import RUN_ORDERS, RUN_STATUSES, EpochMetrics, RunsPage
+from carbon_callbacks.ledger.recorder import RunRecorder
 from carbon_callbacks.ledger.runs import RunInfo, select_runs
 from carbon_callbacks.ledger.schema import ENV_PROJECT, ENV_TEAM, MIGRATIONS, SCHEMA_VERSION
 
@@ -40,6 +42,7 @@ __all__ = [
     "LedgerRejected",
     "LedgerUnavailable",
     "RunInfo",
+    "RunRecorder",
     "RunsPage",
     "default_data_dir",
     "default_location",
