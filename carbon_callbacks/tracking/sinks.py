@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, Protocol, runtime_checkable
+from typing import Any, Literal, NoReturn, Protocol, TypeAlias, runtime_checkable
 
-from carbon_callbacks.ledger import Ledger
+from carbon_callbacks.ledger import Ledger, RunRecorder
 from carbon_callbacks.policies import Decision
 from carbon_callbacks.records import EpochRecord
 
 Warn = Callable[..., None]
 """``warn(cause, message, *args)``: one warning per cause (the tracker's warn-once)."""
+
+LedgerSpec: TypeAlias = RunRecorder | str | os.PathLike[str] | Literal[False] | None
+"""What ``ledger=`` takes: a ``RunRecorder`` (a ``Ledger``), a path or URL to open, False for
+none, or None for the default ledger."""
 
 
 @runtime_checkable
@@ -23,7 +27,7 @@ class TrialSink(Protocol):
     """A hyperparameter-search trial: told each epoch's cumulative CO2e, asked whether to stop."""
 
     @property
-    def number(self) -> Any:
+    def number(self) -> object:
         """The trial's number, for messages."""
 
     def report(self, record: EpochRecord, value: float | None) -> None:
@@ -36,7 +40,7 @@ class TrialSink(Protocol):
         """Raise the search's own "pruned" exception."""
 
 
-def is_ledger_arg(ledger: Any) -> bool:
+def is_ledger_arg(ledger: object) -> bool:
     """Whether ``ledger`` is something ``EpochTracker(ledger=...)`` takes."""
     return (
         ledger is None
@@ -46,13 +50,14 @@ def is_ledger_arg(ledger: Any) -> bool:
     )
 
 
-def open_ledger(ledger: Any) -> tuple[Any, bool]:
-    """The ``ledger=`` argument as a Ledger object and whether we opened (and must close) it."""
+def open_ledger(ledger: LedgerSpec) -> tuple[RunRecorder | None, Ledger | None]:
+    """The ``ledger=`` argument as a recorder, and the Ledger we opened (and must close), if any."""
     if ledger is False:
-        return None, False
+        return None, None
     if ledger is None or isinstance(ledger, (str, os.PathLike)):
-        return Ledger.open(ledger), True
-    return ledger, False
+        opened = Ledger.open(ledger)
+        return opened, opened
+    return ledger, None
 
 
 class LedgerSink:
@@ -63,18 +68,18 @@ class LedgerSink:
         warn: the tracker's warn-once, told of every failure.
     """
 
-    def __init__(self, ledger: Any, warn: Warn) -> None:
+    def __init__(self, ledger: LedgerSpec, warn: Warn) -> None:
         self._arg = ledger
         self._warn = warn
-        self._ledger: Any = None
-        self._owns = False
+        self._ledger: RunRecorder | None = None
+        self._opened: Ledger | None = None
         self.run_id = ""
         """The ledger run id ("" before ``start`` or without a ledger)."""
 
     def start(self, metadata: Callable[[], Mapping[str, Any]]) -> None:
         """Open the ledger and record the run with ``metadata()`` (called only if there is one)."""
         try:
-            self._ledger, self._owns = open_ledger(self._arg)
+            self._ledger, self._opened = open_ledger(self._arg)
             if self._ledger is None:
                 return
             self.run_id = self._ledger.start_run(metadata())
@@ -103,7 +108,7 @@ class LedgerSink:
                     stopped_early=stop is not None,
                     stop_reason=stop.reason if stop else "",
                 )
-            if self._owns:
-                self._ledger.close()
+            if self._opened is not None:
+                self._opened.close()
         except Exception as exc:  # noqa: BLE001
             self._warn("ledger", "ledger end of run failed (%s)", exc)

@@ -24,9 +24,10 @@ from typing import Any
 # The meter, ledger and intensity modules are imported here, with the adapter, not in the
 # training loop's first hook: `import carbon_callbacks` alone stays light (it loads none of
 # them), and an adapter's hooks do only per-fit work.
-from carbon_callbacks.intensity import check_pue, resolve
+from carbon_callbacks.energy.meter import Meter
+from carbon_callbacks.intensity import IntensitySpec, check_pue, resolve
 from carbon_callbacks.ledger.location import run_location
-from carbon_callbacks.policies import CONTINUE, Decision
+from carbon_callbacks.policies import CONTINUE, Decision, Policy
 from carbon_callbacks.records import (
     JOULES_PER_KWH,
     EpochRecord,
@@ -36,7 +37,7 @@ from carbon_callbacks.records import (
 )
 from carbon_callbacks.tracking.distributed import Reducer, sum_across_ranks
 from carbon_callbacks.tracking.metrics import scalar_metrics
-from carbon_callbacks.tracking.sinks import LedgerSink, TrialSink, is_ledger_arg
+from carbon_callbacks.tracking.sinks import LedgerSink, LedgerSpec, TrialSink, is_ledger_arg
 from carbon_callbacks.tracking.state import RunTotals, epoch_record
 from carbon_callbacks.tracking.windows import EpochWindows, WindowCarbon
 
@@ -50,7 +51,13 @@ LOG_KEYS: tuple[str, ...] = (*EpochRecord.LOG_KEYS, EVAL_ENERGY_KEY)
 
 
 def _check_arguments(
-    prefix: Any, monitor: Any, policy: Any, meter: Any, ledger: Any, trial: Any, metadata: Any
+    prefix: object,
+    monitor: object,
+    policy: object,
+    meter: object,
+    ledger: object,
+    trial: object,
+    metadata: object,
 ) -> None:
     """Refuse, at construction, an argument of the wrong kind, naming it."""
     if not isinstance(prefix, str):
@@ -100,16 +107,17 @@ class EpochTracker:
         intensity: Carbon intensity: None (environment, else world average with a warning), a
             number in gCO2e/kWh, a country/zone/cloud-region code such as ``"FR"`` or
             ``"gcp:europe-west1"``, or an ``IntensitySource``.
-        policy: A stopping rule with ``decide(records) -> Decision`` (see
+        policy: A stopping rule, any ``Policy`` (``decide(records) -> Decision``; see
             ``carbon_callbacks.policies``), or None to never stop.
         monitor: The metric to record with each epoch's energy (e.g. ``"val_accuracy"``); a
             warning at the first epoch names the metrics that exist if it is never logged.
         prefix: Prepended to every logged key (``"carbon/"`` gives ``carbon/co2_g``).
         pue: Data-centre power usage effectiveness applied to CO2e (1.0: measured energy only).
-        meter: An ``EnergyMeter`` (or any object with ``start/stop/mark/window/running``);
-            None builds a process-scope ``EnergyMeter`` at ``fit_start``.
+        meter: A ``Meter`` such as ``EnergyMeter``; None builds a process-scope
+            ``EnergyMeter`` at ``fit_start``.
         ledger: None for the default ledger (``$CARBON_CALLBACKS_LEDGER`` or the per-user
-            file), a path or database URL, a ``Ledger``, or False for no ledger.
+            file), a path or database URL, a ``Ledger`` (any ``RunRecorder``), or False for
+            no ledger.
         framework: Recorded in the ledger (``"lightning"``, ``"keras"``...).
         trial: A ``TrialSink`` (an Optuna trial as the framework callbacks wrap it) to report
             cumulative CO2e (and the monitored metric) to, and to ask whether to prune.
@@ -138,13 +146,13 @@ class EpochTracker:
     def __init__(
         self,
         *,
-        intensity: Any = None,
-        policy: Any = None,
+        intensity: IntensitySpec = None,
+        policy: Policy | None = None,
         monitor: str | None = None,
         prefix: str = "",
         pue: float = 1.0,
-        meter: Any = None,
-        ledger: Any = None,
+        meter: Meter | None = None,
+        ledger: LedgerSpec = None,
         framework: str = "",
         trial: TrialSink | None = None,
         metadata: Mapping[str, Any] | None = None,

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
-from carbon_callbacks.energy.meter import EnergyMeter
-from carbon_callbacks.intensity import emissions
+from carbon_callbacks.energy.meter import EnergyMeter, Meter
+from carbon_callbacks.intensity import IntensitySource, emissions
 from carbon_callbacks.records import JOULES_PER_KWH, ComponentEnergy, Reading, Window
 from carbon_callbacks.tracking.sinks import Warn
 
@@ -30,12 +29,12 @@ class EpochWindows:
     """The meter's readings cut at epoch boundaries, with evaluation's share of each.
 
     Args:
-        meter: an ``EnergyMeter`` (or any object with ``start/stop/mark/window/running``);
-            None builds a process-scope ``EnergyMeter`` at ``start()``.
+        meter: a ``Meter`` such as ``EnergyMeter``; None builds a process-scope
+            ``EnergyMeter`` at ``start()``.
         warn: the tracker's warn-once.
     """
 
-    def __init__(self, meter: Any, warn: Warn) -> None:
+    def __init__(self, meter: Meter | None, warn: Warn) -> None:
         self.meter = meter
         self._warn = warn
         self.reset()
@@ -64,7 +63,7 @@ class EpochWindows:
 
     def stop(self) -> None:
         """Stop the meter if ``start()`` started it."""
-        if self._started_meter:
+        if self._started_meter and self.meter is not None:
             try:
                 self.meter.stop()
             except Exception as exc:  # noqa: BLE001
@@ -93,7 +92,7 @@ class EpochWindows:
         if start is None:
             return
         end = self.mark()
-        if end is None:
+        if end is None or self.meter is None:
             return
         try:
             self._eval_joules += self.meter.window(start, end).joules
@@ -104,7 +103,7 @@ class EpochWindows:
         """The window since the last boundary, and the evaluation joules inside it."""
         eval_joules, self._eval_joules = self._eval_joules, 0.0
         now = self.mark()
-        if now is not None and self._boundary is not None:
+        if now is not None and self._boundary is not None and self.meter is not None:
             try:
                 window = self.meter.window(self._boundary, now)
                 self._boundary = now
@@ -135,7 +134,7 @@ class WindowCarbon:
         warn: the tracker's warn-once.
     """
 
-    def __init__(self, source: Any, pue: float, warn: Warn) -> None:
+    def __init__(self, source: IntensitySource, pue: float, warn: Warn) -> None:
         self.source = source
         self.pue = pue
         self._warn = warn
