@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import override
 
+from carbon_callbacks.energy.meter import Meter
 from carbon_callbacks.integrations._lr_schedule import first_lr, lr_ahead, reacts_to_metrics
 from carbon_callbacks.integrations._trackers import find_runs, logger_runs, publish_summary
 from carbon_callbacks.integrations._trial import trial_sink
-from carbon_callbacks.policies import Decision
+from carbon_callbacks.intensity import IntensitySpec
+from carbon_callbacks.policies import Decision, Policy
 from carbon_callbacks.records import EpochRecord, Horizon
-from carbon_callbacks.tracking import EpochTracker
+from carbon_callbacks.tracking import EpochTracker, LedgerSpec
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +57,14 @@ class LightningCarbonMixin(_CallbackBase):
     def __init__(
         self,
         *,
-        intensity: Any = None,
-        policy: Any = None,
+        intensity: IntensitySpec = None,
+        policy: Policy | None = None,
         monitor: str | None = None,
         trial: Any = None,
         prefix: str = "",
         pue: float = 1.0,
-        ledger: Any = None,
-        meter: Any = None,
+        ledger: LedgerSpec = None,
+        meter: Meter | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()

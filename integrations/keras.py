@@ -6,6 +6,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from typing_extensions import override
+
 try:
     import keras
 except ImportError as exc:  # say which extra to install, not just "No module named"
@@ -13,10 +15,13 @@ except ImportError as exc:  # say which extra to install, not just "No module na
         "carbon_callbacks.integrations.keras needs Keras 3: pip install 'carbon-callbacks[keras]'"
     ) from exc
 
+from carbon_callbacks.energy.meter import Meter
 from carbon_callbacks.integrations._trackers import active_runs, find_runs, publish_summary
 from carbon_callbacks.integrations._trial import trial_sink
+from carbon_callbacks.intensity import IntensitySpec
+from carbon_callbacks.policies import Policy
 from carbon_callbacks.records import EpochRecord
-from carbon_callbacks.tracking import EpochTracker, find_caller_instance
+from carbon_callbacks.tracking import EpochTracker, LedgerSpec, find_caller_instance
 
 __all__ = ["CarbonCallback"]
 
@@ -69,14 +74,14 @@ class CarbonCallback(keras.callbacks.Callback):
     def __init__(
         self,
         *,
-        intensity: Any = None,
-        policy: Any = None,
+        intensity: IntensitySpec = None,
+        policy: Policy | None = None,
         monitor: str | None = None,
         trial: Any = None,
         prefix: str = "",
         pue: float = 1.0,
-        ledger: Any = None,
-        meter: Any = None,
+        ledger: LedgerSpec = None,
+        meter: Meter | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -113,6 +118,7 @@ class CarbonCallback(keras.callbacks.Callback):
         callbacks.callbacks.remove(self)
         callbacks.callbacks.insert(0, self)
 
+    @override
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         self._run_first()
         params = self.params or {}
@@ -124,15 +130,19 @@ class CarbonCallback(keras.callbacks.Callback):
         self.tracker.fit_start(metadata)
         self._runs = find_runs(active_runs, self.tracker.warn_once)
 
+    @override
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.tracker.epoch_start(epoch)
 
+    @override
     def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         self.tracker.eval_start()
 
+    @override
     def on_test_end(self, logs: Mapping[str, Any] | None = None) -> None:
         self.tracker.eval_end()
 
+    @override
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.tracker.epoch_end(epoch, logs)
         if logs is not None:
@@ -143,5 +153,6 @@ class CarbonCallback(keras.callbacks.Callback):
                 publish_summary(self._runs, self.tracker.fit_end(), self.tracker.warn_once)
                 self.tracker.check_pruned()
 
+    @override
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         publish_summary(self._runs, self.tracker.fit_end(), self.tracker.warn_once)

@@ -6,6 +6,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from typing_extensions import override
+
 try:
     import transformers
     from transformers import TrainerCallback
@@ -15,10 +17,13 @@ except ImportError as exc:  # say which extra to install, not just "No module na
         "pip install 'carbon-callbacks[transformers]'"
     ) from exc
 
+from carbon_callbacks.energy.meter import Meter
 from carbon_callbacks.integrations._trackers import active_runs, find_runs, publish_summary
 from carbon_callbacks.integrations._trial import trial_sink
+from carbon_callbacks.intensity import IntensitySpec
+from carbon_callbacks.policies import Policy
 from carbon_callbacks.records import EpochRecord
-from carbon_callbacks.tracking import EpochTracker, find_caller_instance, scalar_metrics
+from carbon_callbacks.tracking import EpochTracker, LedgerSpec, find_caller_instance, scalar_metrics
 
 __all__ = ["CarbonCallback", "STATE_KEY"]
 
@@ -84,14 +89,14 @@ class CarbonCallback(TrainerCallback):
     def __init__(
         self,
         *,
-        intensity: Any = None,
-        policy: Any = None,
+        intensity: IntensitySpec = None,
+        policy: Policy | None = None,
         monitor: str | None = None,
         trial: Any = None,
         prefix: str = "",
         pue: float = 1.0,
-        ledger: Any = None,
-        meter: Any = None,
+        ledger: LedgerSpec = None,
+        meter: Meter | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.tracker = EpochTracker(
@@ -120,6 +125,7 @@ class CarbonCallback(TrainerCallback):
 
     # -------------------------------------------------------------- events
 
+    @override
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # The Trainer does not hand itself to callbacks; its log() is the one channel that
         # reaches both log_history and the report_to integrations.
@@ -148,12 +154,14 @@ class CarbonCallback(TrainerCallback):
         primary = state.is_world_process_zero
         self._runs = find_runs(active_runs, self.tracker.warn_once) if primary else []
 
+    @override
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._eval_pending:  # the announced evaluation never reported: close the epoch
             self._finish_epoch(args, state, control)
         self._epoch = int(round(state.epoch or 0.0))
         self.tracker.epoch_start(self._epoch)
 
+    @override
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         # DefaultFlowCallback (always first in the list) has just decided whether an evaluation
         # follows; if so the epoch closes when it ends, with its metrics and energy.
@@ -163,6 +171,7 @@ class CarbonCallback(TrainerCallback):
             return control
         return self._finish_epoch(args, state, control)
 
+    @override
     def on_evaluate(
         self, args: Any, state: Any, control: Any, metrics: Mapping[str, Any] | None = None,
         **kwargs: Any,
@@ -173,6 +182,7 @@ class CarbonCallback(TrainerCallback):
             return self._finish_epoch(args, state, control)
         return control
 
+    @override
     def on_log(
         self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None,
         **kwargs: Any,
@@ -180,6 +190,7 @@ class CarbonCallback(TrainerCallback):
         if not self._emitting:
             self._metrics.update(scalar_metrics(logs))
 
+    @override
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._eval_pending:  # an evaluation was announced but never reported
             self._finish_epoch(args, state, control)

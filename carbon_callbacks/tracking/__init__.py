@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from carbon_callbacks.tracking.distributed import Reducer
 from carbon_callbacks.tracking.metrics import find_caller_instance, scalar_metrics
-from carbon_callbacks.tracking.sinks import LedgerSink, TrialSink
+from carbon_callbacks.tracking.sinks import LedgerSink, LedgerSpec, TrialSink
 from carbon_callbacks.tracking.tracker import EVAL_ENERGY_KEY, LOG_KEYS, EpochTracker
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "LOG_KEYS",
     "EpochTracker",
     "LedgerSink",
+    "LedgerSpec",
     "Reducer",
     "TrialSink",
     "find_caller_instance",
