@@ -195,7 +195,7 @@ class EpochRecord:
     )
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
-        """The per-epoch keys every adapter logs (DESIGN.md's table), with an optional prefix."""
+        """The per-epoch keys every adapter logs (``LOG_KEYS``), with an optional prefix."""
         return {f"{prefix}{k}": float(getattr(self, k)) for k in self.LOG_KEYS}
 
     def metric(self, name: str) -> float | None:

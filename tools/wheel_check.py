@@ -105,6 +105,7 @@ def main() -> None:
         run([python, "-c", SMOKE], cwd=elsewhere, env=env)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(REPO / "build" / "lib", ignore_errors=True)
     print(f"wheel-check: {wheel.name}: {len(shipped)} files, installs and runs "
           f"from a clean venv ({time.perf_counter() - started:.0f} s)")
 

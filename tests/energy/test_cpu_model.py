@@ -195,7 +195,7 @@ class _StillTree:
 
 def test_cpu_model_keeps_the_last_share_when_no_tick_passed(monkeypatch):
     # Same rule as RAPL's CpuShare: a read with no machine tick since the last keeps the last
-    # share (it used to drop to 0 when this tree had no tick either).
+    # share, rather than 0 when this tree had no tick either.
     from carbon_callbacks.energy.sensors import cpu_model, process
 
     busy = {"s": 100.0}
