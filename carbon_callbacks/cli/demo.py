@@ -60,21 +60,6 @@ class DemoResult:
     seconds: float
 
     @property
-    def full_energy_kwh(self) -> float:
-        """Energy of the run to max_epochs."""
-        return self.full[-1].energy_kwh_total if self.full else 0.0
-
-    @property
-    def aware_energy_kwh(self) -> float:
-        """Energy of the carbon-aware run."""
-        return self.aware[-1].energy_kwh_total if self.aware else 0.0
-
-    @property
-    def early_energy_kwh(self) -> float:
-        """Energy of the EarlyStopping(val_loss) run."""
-        return self.early[-1].energy_kwh_total if self.early else 0.0
-
-    @property
     def energy_saved(self) -> float | None:
         """Fraction of the full run's energy the carbon-aware run did not use; None (no claim)
         when both trained the same number of epochs."""
@@ -84,16 +69,6 @@ class DemoResult:
     def energy_saved_vs_early(self) -> float | None:
         """The same against the EarlyStopping(val_loss) run (negative: it used more)."""
         return _saved(self.full, len(self.aware), len(self.early))
-
-    @property
-    def full_accuracy(self) -> float:
-        """Final validation accuracy of the full run."""
-        return _last_metric(self.full)
-
-    @property
-    def aware_accuracy(self) -> float:
-        """Final validation accuracy of the carbon-aware run."""
-        return _last_metric(self.aware)
 
 
 def _saved(full: Sequence[EpochRecord], mine: int, theirs: int) -> float | None:
@@ -107,14 +82,6 @@ def _saved(full: Sequence[EpochRecord], mine: int, theirs: int) -> float | None:
         return None
     other = full[theirs - 1].energy_kwh_total
     return 1.0 - full[mine - 1].energy_kwh_total / other if other > 0 else None
-
-
-def _last_metric(records: Sequence[EpochRecord]) -> float:
-    for r in reversed(records):
-        v = r.metric(MONITOR)
-        if v is not None:
-            return v
-    return math.nan
 
 
 def _data(samples: int, seed: int) -> tuple[Any, Any]:

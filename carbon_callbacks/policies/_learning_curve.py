@@ -59,10 +59,6 @@ class CurveForecast:
     positions: tuple[float, ...]
     fitted: tuple[float, ...]
 
-    def level_at(self, index: int) -> float:
-        """The central fitted level at the ``index``-th fitted point."""
-        return self.fitted[index]
-
 
 def _bases(t: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
     """Each family's basis ``g(t; theta)`` for every grid shape (rows) and its parameter count."""

@@ -231,8 +231,6 @@ class CpuShare:
         self._proc = 0.0
         self._gen = -1
         self._last_share = 1.0
-        self.busy_delta = 0.0
-        """Machine busy CPU-seconds between the last two ``advance()`` calls."""
 
     def open(self, now: float | None = None) -> None:
         """Take the baseline now.
@@ -252,7 +250,6 @@ class CpuShare:
         self._busy = machine_busy_seconds()
         self._proc = self.tree.cpu_seconds()
         self._gen = self.tree.generation
-        self.busy_delta = 0.0
 
     def advance(self, refresh: bool = False) -> float:
         """The share (0..1) since the previous call; ``refresh`` also looks for new children."""
@@ -265,7 +262,6 @@ class CpuShare:
             return self._last_share
         busy, proc = machine_busy_seconds(), self.tree.cpu_seconds()
         d_busy, d_proc = busy - self._busy, proc - self._proc
-        self.busy_delta = max(0.0, d_busy)
         if d_busy > 0:
             # Clock-tick rounding can show the tree busier than the machine: cap at the whole.
             share = min(1.0, max(0.0, d_proc / d_busy))

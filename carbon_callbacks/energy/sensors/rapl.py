@@ -281,7 +281,6 @@ class RaplSensor(Sensor):
         self.poll_interval = self.interval
         self._zones: tuple[Zone, ...] = ()
         self._last_raw: list[int] = []
-        self._uj: list[float] = []
         self._joules = 0.0
         self._share = (share or CpuShare()) if scope == "process" else None
         self._t = 0.0
@@ -341,7 +340,6 @@ class RaplSensor(Sensor):
         kept_raw = [raws[i] for i in keep]  # the baseline is the first read, at ``now``
         self._zones = tuple(kept)
         self._last_raw = kept_raw
-        self._uj = [0.0] * len(kept)
         self._joules = 0.0
         self._t = now
         if self._share is not None:
