@@ -12,14 +12,17 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from carbon_callbacks.ledger import Ledger, RunInfo
 
 
 class CliError(Exception):
     """An expected failure the CLI reports as one line, without a traceback."""
 
 
-def _ledger(args: argparse.Namespace) -> Any:
+def _ledger(args: argparse.Namespace) -> Ledger:
     """The command's ledger; ``main`` closes it when the command ends, however it ends."""
     from carbon_callbacks.ledger import Ledger
 
@@ -30,7 +33,7 @@ def _ledger(args: argparse.Namespace) -> Any:
     return args.resources.enter_context(ledger)
 
 
-def _runs_or_fail(ledger: Any, **filters: Any) -> list[Any]:
+def _runs_or_fail(ledger: Ledger, **filters: Any) -> list[RunInfo]:
     runs = ledger.runs(**filters)
     if not runs:
         if any(v is not None for v in filters.values()):

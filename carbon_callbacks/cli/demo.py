@@ -25,9 +25,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from carbon_callbacks.records import EpochRecord
+
+if TYPE_CHECKING:
+    from carbon_callbacks.intensity import IntensitySpec
+    from carbon_callbacks.policies import Policy
+    from carbon_callbacks.tracking import LedgerSpec
 
 PROJECT = "carbon-callbacks-demo"
 MONITOR = "val_acc"
@@ -177,9 +182,9 @@ def _fit(
     label: str,
     *,
     epochs: int,
-    policy: Any,
-    intensity: Any,
-    ledger: Any,
+    policy: Policy | None,
+    intensity: IntensitySpec,
+    ledger: LedgerSpec,
     samples: int,
     seed: int,
     out: TextIO,

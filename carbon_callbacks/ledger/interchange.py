@@ -22,6 +22,7 @@ from carbon_callbacks.ledger.runs import RunInfo, select_runs
 from carbon_callbacks.records import JOULES_PER_KWH, EpochRecord, Window
 
 if TYPE_CHECKING:
+    from carbon_callbacks.intensity import IntensitySpec
     from carbon_callbacks.ledger.ledger import Ledger
 
 
@@ -63,7 +64,7 @@ def import_ops(
 
 
 def window_run(
-    window: Window, *, intensity: Any, pue: float, metadata: Mapping[str, Any] | None
+    window: Window, *, intensity: IntensitySpec, pue: float, metadata: Mapping[str, Any] | None
 ) -> tuple[dict[str, Any], EpochRecord]:
     """An ``EnergyMeter`` window as run metadata and its one record (stage ``"meter"``)."""
     from carbon_callbacks.intensity import emissions, resolve

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.ledger import schema
 from carbon_callbacks.ledger.errors import LedgerError, LedgerRejected
@@ -53,6 +53,9 @@ from carbon_callbacks.ledger.runs import (
 from carbon_callbacks.ledger.spool import Spool
 from carbon_callbacks.ledger.stores import SqlAlchemyStore, SqliteStore
 from carbon_callbacks.records import EpochRecord, Window
+
+if TYPE_CHECKING:
+    from carbon_callbacks.intensity import IntensitySpec
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +308,7 @@ class Ledger:
         self,
         window: Window,
         *,
-        intensity: Any = None,
+        intensity: IntensitySpec = None,
         pue: float = 1.0,
         metadata: Mapping[str, Any] | None = None,
     ) -> str:

@@ -8,7 +8,10 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from carbon_callbacks.intensity import IntensitySource
 
 ENV_LEDGER = "CARBON_CALLBACKS_LEDGER"
 """Environment variable naming the ledger (a file path or a database URL)."""
@@ -116,7 +119,7 @@ def digest(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def run_location(source: Any) -> str:
+def run_location(source: IntensitySource) -> str:
     """Where a run took place, read from its intensity source's fields ("" when it has none).
 
     An embedded zone (``ZoneSource``) knows its code; a fixed value, a mix or a callable knows
