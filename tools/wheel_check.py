@@ -105,7 +105,8 @@ def main() -> None:
         run([python, "-c", SMOKE], cwd=elsewhere, env=env)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(REPO / "build" / "lib", ignore_errors=True)
+        for scratch in (REPO / "build" / "lib", *(REPO / "build").glob("bdist.*")):
+            shutil.rmtree(scratch, ignore_errors=True)  # setuptools' scratch folders
     print(f"wheel-check: {wheel.name}: {len(shipped)} files, installs and runs "
           f"from a clean venv ({time.perf_counter() - started:.0f} s)")
 
