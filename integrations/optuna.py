@@ -55,6 +55,7 @@ from optuna.pruners import BasePruner
 from optuna.storages import BaseStorage
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+from typing_extensions import override
 
 logger = logging.getLogger(__name__)
 
@@ -399,6 +400,7 @@ class CarbonPruner(BasePruner):
         """The study's CO2e budget in grams, or None."""
         return self._study_budget_g
 
+    @override
     def prune(self, study: Study, trial: FrozenTrial) -> bool:
         """True when ``base`` or a carbon rule (see ``explain``) says prune."""
         if self._base is not None and self._base.prune(study, trial):
