@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from carbon_callbacks.ledger import RunInfo
 from carbon_callbacks.policies import metric_direction
@@ -192,7 +192,26 @@ def runs_rows(runs: Sequence[RunInfo]) -> tuple[list[str], list[list[Any]]]:
 # --------------------------------------------------------------------------- per epoch
 
 
-def pick_monitor(records: Sequence[EpochRecord], preferred: str | None = None) -> str | None:
+class LoggedEpoch(Protocol):
+    """An epoch's logged metrics: an ``EpochRecord``, or the lighter ``EpochMetrics`` a page of
+    runs reads from the ledger."""
+
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def stage(self) -> str: ...
+
+    @property
+    def metrics(self) -> Mapping[str, float]: ...
+
+    def metric(self, name: str) -> float | None: ...
+
+
+_Epoch = TypeVar("_Epoch", bound=LoggedEpoch)
+
+
+def pick_monitor(records: Sequence[LoggedEpoch], preferred: str | None = None) -> str | None:
     """The metric to show: ``preferred`` if logged, else a validation metric, else any."""
     names: list[str] = []
     for rec in records:
@@ -208,7 +227,7 @@ def pick_monitor(records: Sequence[EpochRecord], preferred: str | None = None) -
     return names[0] if names else None
 
 
-def train_records(records: Sequence[EpochRecord]) -> list[EpochRecord]:
+def train_records(records: Sequence[_Epoch]) -> list[_Epoch]:
     """The training-epoch records (not evaluation or imported totals), or all if none."""
     train = [r for r in records if r.stage == "train"]
     return train or list(records)

@@ -112,9 +112,9 @@ def build_comparison(
     """Find the front and knee among the points whose status is in ``front_states``."""
     eligible = [p for p in points if p.metric is not None and p.status in front_states]
     maximize = direction == "max"
-    pairs = [(p.co2_g, p.metric) for p in eligible]
-    front = [eligible[i] for i in pareto_front(pairs, maximize)]  # type: ignore[arg-type]
-    knee = front_knee([(p.co2_g, p.metric) for p in front], maximize)  # type: ignore[misc]
+    pairs = [(p.co2_g, p.metric) for p in eligible if p.metric is not None]
+    front = [eligible[i] for i in pareto_front(pairs, maximize)]
+    knee = front_knee([(p.co2_g, p.metric) for p in front if p.metric is not None], maximize)
     return Comparison(
         title=title,
         metric=metric,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from carbon_callbacks.ledger import Ledger, RunInfo
 from carbon_callbacks.reports import ReportRow, group_value, summarize
@@ -93,7 +94,7 @@ def _rows(
     return out
 
 
-def overview(ledger: Ledger, ledger_args: Mapping[str, object]) -> Overview:
+def overview(ledger: Ledger, ledger_args: Mapping[str, Any]) -> Overview:
     """The Overview of the runs ``Ledger.runs(**ledger_args)`` returns.
 
     Args:
@@ -103,7 +104,7 @@ def overview(ledger: Ledger, ledger_args: Mapping[str, object]) -> Overview:
     Returns:
         The totals, and one table per grouping in ``GROUPINGS``.
     """
-    runs = ledger.runs(**ledger_args)  # type: ignore[arg-type]
+    runs = ledger.runs(**ledger_args)
     saved = {r.run_id: kwh for r in runs if (kwh := energy_saved_kwh(r)) is not None}
     if not runs:
         return Overview(total=None, tables={k: [] for k in GROUPINGS}, runs=0)

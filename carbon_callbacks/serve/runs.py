@@ -70,7 +70,7 @@ def run_monitor(run: RunInfo, records: Sequence[EpochRecord | EpochMetrics]) -> 
     """The metric a run is judged by: the one it monitored, else a validation metric."""
     preferred = run.metadata.get("monitor")
     chosen = preferred if isinstance(preferred, str) else None
-    return pick_monitor(records, chosen)  # type: ignore[arg-type]
+    return pick_monitor(records, chosen)
 
 
 def best_metric(
@@ -86,7 +86,7 @@ def best_metric(
     direction = direction or metric_direction(monitor) or "min"
     points = [
         (v, r.epoch)
-        for r in train_records(records)  # type: ignore[arg-type]
+        for r in train_records(records)
         if (v := r.metric(monitor)) is not None and math.isfinite(v)
     ]
     if not points:
