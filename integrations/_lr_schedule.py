@@ -3,8 +3,10 @@
 The stopping rules cannot extrapolate a learning curve across a scheduled drop, so the adapters
 pass the coming learning rates in ``EpochRecord.horizon``. A copy of the scheduler is stepped
 against a stand-in optimizer that holds copies of the parameter groups (no tensors), so the
-real optimizer and scheduler are never touched. Schedulers that react to metrics
-(``ReduceLROnPlateau``) have no readable future; those are reported as unknown.
+real optimizer and scheduler are never touched. A ``LambdaLR`` (every schedule the transformers
+``Trainer`` builds) is evaluated in closed form instead, so a per-step schedule over a long run
+costs one call per coming epoch. Schedulers that react to metrics (``ReduceLROnPlateau``,
+transformers' ``GreedyLR``) have no readable future; those are reported as unknown.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ def lr_ahead(
         return None
     if epochs <= 0:
         return ()
+    if _is_lambda_lr(scheduler):
+        return _lambda_ahead(scheduler, epochs, steps_per_epoch)
     stand_in = _StandInOptimizer(optimizer.param_groups)
     try:
         with warnings.catch_warnings():
@@ -90,3 +94,27 @@ def lr_ahead(
     except Exception:  # noqa: BLE001 - a scheduler we cannot copy just has no known future
         return None
     return tuple(out)
+
+
+def _is_lambda_lr(scheduler: Any) -> bool:
+    """A plain ``LambdaLR``: its rate is ``base_lr * lambda(step)``, so any step can be read.
+
+    Subclasses are left to the simulation: they may compute ``get_lr`` otherwise.
+    """
+    return (
+        type(scheduler).__name__ == "LambdaLR"
+        and type(scheduler).__module__.startswith("torch.")
+        and bool(getattr(scheduler, "lr_lambdas", None))
+        and bool(getattr(scheduler, "base_lrs", None))
+    )
+
+
+def _lambda_ahead(scheduler: Any, epochs: int, steps_per_epoch: int) -> tuple[float, ...] | None:
+    """``LambdaLR``'s first-group rate after each coming epoch, without stepping anything."""
+    base = float(scheduler.base_lrs[0])
+    rule = scheduler.lr_lambdas[0]
+    step = int(scheduler.last_epoch)
+    try:
+        return tuple(base * float(rule(step + k * steps_per_epoch)) for k in range(1, epochs + 1))
+    except Exception:  # noqa: BLE001 - a lambda we cannot evaluate just has no known future
+        return None
