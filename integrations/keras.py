@@ -16,6 +16,7 @@ except ImportError as exc:  # say which extra to install, not just "No module na
     ) from exc
 
 from carbon_callbacks.energy.meter import Meter
+from carbon_callbacks.integrations._lr_horizon import keras_horizon
 from carbon_callbacks.integrations._trackers import active_runs, find_runs, publish_summary
 from carbon_callbacks.integrations._trial import trial_sink
 from carbon_callbacks.intensity import IntensitySpec
@@ -144,7 +145,8 @@ class CarbonCallback(keras.callbacks.Callback):
 
     @override
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.tracker.epoch_end(epoch, logs)
+        horizon = keras_horizon(self, epoch) if self.tracker.policy is not None else None
+        self.tracker.epoch_end(epoch, logs, horizon=horizon)
         if logs is not None:
             logs.update(self.tracker.log_dict())
         if self.tracker.decide().stop:
