@@ -18,11 +18,13 @@ except ImportError as exc:  # say which extra to install, not just "No module na
     ) from exc
 
 from carbon_callbacks.energy.meter import Meter
+from carbon_callbacks.integrations._lr_horizon import transformers_horizon
+from carbon_callbacks.integrations._lr_schedule import first_lr
 from carbon_callbacks.integrations._trackers import active_runs, find_runs, publish_summary
 from carbon_callbacks.integrations._trial import trial_sink
 from carbon_callbacks.intensity import IntensitySpec
 from carbon_callbacks.policies import Policy
-from carbon_callbacks.records import EpochRecord
+from carbon_callbacks.records import EpochRecord, Horizon
 from carbon_callbacks.tracking import EpochTracker, LedgerSpec, find_caller_instance, scalar_metrics
 
 __all__ = ["CarbonCallback", "STATE_KEY"]
@@ -117,6 +119,8 @@ class CarbonCallback(TrainerCallback):
         self._eval_pending = False
         self._emitting = False
         self._runs: list[Any] = []
+        self._epoch_lr: float | None = None
+        self._horizon: Horizon | None = None
 
     @property
     def records(self) -> tuple[EpochRecord, ...]:
@@ -159,12 +163,17 @@ class CarbonCallback(TrainerCallback):
         if self._eval_pending:  # the announced evaluation never reported: close the epoch
             self._finish_epoch(args, state, control)
         self._epoch = int(round(state.epoch or 0.0))
+        self._epoch_lr = first_lr(kwargs.get("optimizer"))
         self.tracker.epoch_start(self._epoch)
 
     @override
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         # DefaultFlowCallback (always first in the list) has just decided whether an evaluation
         # follows; if so the epoch closes when it ends, with its metrics and energy.
+        if self.tracker.policy is not None:  # the schedule ahead, for the policy
+            self._horizon = transformers_horizon(
+                args, state, self._epoch, self._epoch_lr, kwargs, self.tracker.warn_once
+            )
         if control.should_evaluate:
             self._eval_pending = True
             self.tracker.eval_start()
@@ -201,7 +210,9 @@ class CarbonCallback(TrainerCallback):
     def _finish_epoch(self, args: Any, state: Any, control: Any) -> Any:
         self._eval_pending = False
         metrics = {k: v for k, v in self._metrics.items() if k not in ("epoch", "step")}
-        self.tracker.epoch_end(self._epoch, metrics, reduce=_distributed_sum())
+        self.tracker.epoch_end(
+            self._epoch, metrics, reduce=_distributed_sum(), horizon=self._horizon
+        )
         self._emit(state, self.tracker.log_dict())
         # Saved with every checkpoint from here on; read back in on_train_begin when resuming.
         state.stateful_callbacks[STATE_KEY] = self.tracker.state_dict()
