@@ -65,14 +65,14 @@ class DiminishingReturns:
         0-0.0017) for 31 g CO2e, below max_loss 0.002; keep the checkpoint of epoch 12
         (val_acc 0.953)
 
-    Learning-rate schedules: where the adapter read the schedule (``EpochRecord.horizon``;
-    the Lightning adapter does), a drop still ahead (the learning rate falling below
-    ``lr_drop`` times today's, as StepLR, MultiStepLR or a cosine schedule far from its end do)
-    holds the forecast off, since the curve's past cannot tell what the drop will bring (the
-    rule has no way to know the typical gain after a drop, so it does not price it); the
-    reason says how many epochs and grams CO2e away the drop is. After a drop only the epochs
-    since it are fitted. The patience net still applies while waiting, so a far drop costs at
-    most what ``EarlyStopping`` would spend. A schedule whose future cannot be read
+    Learning-rate schedules: where the adapter read the schedule (``EpochRecord.horizon``; the
+    Lightning, Keras and transformers adapters do), a drop still ahead (the learning rate
+    falling below ``lr_drop`` times today's, as StepLR, MultiStepLR or a cosine schedule far
+    from its end do) holds the forecast off, since the curve's past cannot tell what the drop
+    will bring (the rule has no way to know the typical gain after a drop, so it does not price
+    it); the reason says how many epochs and grams CO2e away the drop is. After a drop only the
+    epochs since it are fitted. The patience net still applies while waiting, so a far drop
+    costs at most what ``EarlyStopping`` would spend. A schedule whose future cannot be read
     (``ReduceLROnPlateau``) is named in the reason: the forecast does not count a drop it may
     make.
 
