@@ -9,18 +9,68 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from enum import Enum
+from typing import Any
 
-Method = Literal["counter", "polled", "model", "unavailable"]
-"""How a component's energy was obtained, best first.
 
-- ``counter``: a hardware energy counter (RAPL ``energy_uj``, NVML total energy).
-- ``polled``: instantaneous power sampled by the meter's thread and integrated by trapezoid.
-- ``model``: an estimate (CPU load x TDP, RAM W/GB); always labelled, never 0 W when busy.
-- ``unavailable``: nothing could be read or modelled; joules are 0 and the reason says why.
-"""
+class Method(str, Enum):
+    """How a component's energy was obtained, best first; ordered, so ``Method.worst`` of the
+    methods of several parts is the method of their sum.
 
-METHOD_RANK: Mapping[str, int] = {"counter": 0, "polled": 1, "model": 2, "unavailable": 3}
+    - ``counter``: a hardware energy counter (RAPL ``energy_uj``, NVML total energy).
+    - ``polled``: instantaneous power sampled by the meter's thread and integrated by trapezoid.
+    - ``model``: an estimate (CPU load x TDP, RAM W/GB, or the neighbouring power over an
+      interval whose counter reading was refused or late); always labelled, never 0 W when busy.
+    - ``unavailable``: nothing could be read or modelled; joules are 0 and the reason says why.
+
+    A member is its string (``Method.COUNTER == "counter"``), so records, the ledger and JSON
+    carry plain strings and read back equal.
+    """
+
+    COUNTER = "counter"
+    POLLED = "polled"
+    MODEL = "model"
+    UNAVAILABLE = "unavailable"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return self.value.__format__(spec)
+
+    def __hash__(self) -> int:  # as its string's, so "counter" and COUNTER are one dict key
+        return hash(self.value)
+
+    @property
+    def rank(self) -> int:
+        """0 for the best method (``counter``), 3 for ``unavailable``."""
+        return _RANK[self]
+
+    @classmethod
+    def worst(cls, *methods: str) -> Method:
+        """The least exact of several methods (strings or members).
+
+        Raises:
+            ValueError: no method given, or one that is not a ``Method`` value.
+        """
+        if not methods:
+            raise ValueError("Method.worst: give at least one method")
+        return max((cls(m) for m in methods), key=_RANK.__getitem__)
+
+    def __lt__(self, other: object) -> bool:
+        return self.rank < Method(other).rank
+
+    def __le__(self, other: object) -> bool:
+        return self.rank <= Method(other).rank
+
+    def __gt__(self, other: object) -> bool:
+        return self.rank > Method(other).rank
+
+    def __ge__(self, other: object) -> bool:
+        return self.rank >= Method(other).rank
+
+
+_RANK: dict[Method, int] = {m: i for i, m in enumerate(Method)}
 
 JOULES_PER_KWH = 3_600_000.0
 JOULES_PER_WH = 3_600.0
@@ -29,21 +79,85 @@ COMPONENTS: tuple[str, ...] = ("cpu", "gpu", "ram")
 
 
 @dataclass(frozen=True)
-class ComponentEnergy:
-    """Energy of one component (``cpu``, ``gpu`` or ``ram``) over a window, with its range."""
+class Energy:
+    """Joules with the range and method that say how far to trust them.
 
-    name: str
+    A sensor's reading is cumulative since it was opened; the energy of a window is the later
+    reading minus the earlier one (``end - start``), and the parts of one component (several
+    sensors, or one source after another) add up with ``+``.
+
+    Attributes:
+        joules: the point value.
+        low: lower bound of the joules, set by the method (see ``energy/sensors/ranges.py``).
+        high: upper bound.
+        method: how they were obtained (a ``Method``; a plain string is converted).
+        reason: what was read and why this method, and what went wrong if anything did.
+        devices: the zones or GPUs read.
+    """
+
     joules: float
     low: float
     high: float
-    method: str
+    method: Method
     reason: str = ""
     devices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.method, Method):
+            object.__setattr__(self, "method", Method(self.method))
+        if not isinstance(self.devices, tuple):
+            object.__setattr__(self, "devices", tuple(self.devices))
 
     @property
     def kwh(self) -> float:
         """Energy in kWh."""
         return self.joules / JOULES_PER_KWH
+
+    def __add__(self, other: Energy) -> Energy:
+        """The sum of two parts: the worse method, both reasons, every device once."""
+        if not isinstance(other, Energy):
+            return NotImplemented
+        reasons = [r for r in (self.reason, other.reason) if r]
+        return Energy(
+            self.joules + other.joules, self.low + other.low, self.high + other.high,
+            Method.worst(self.method, other.method),
+            "; ".join(dict.fromkeys(reasons)), tuple(dict.fromkeys(self.devices + other.devices)),
+        )
+
+    def __radd__(self, other: object) -> Energy:
+        if other == 0:  # so sum() of energies starts from them
+            return self
+        return NotImplemented
+
+    def __sub__(self, start: Energy) -> Energy:
+        """The energy between two cumulative readings: ``end - start``.
+
+        The joules never go below 0 and the range always holds them; method, reason and
+        devices are the later reading's, which describe how the interval was read.
+        """
+        if not isinstance(start, Energy):
+            return NotImplemented
+        j = max(0.0, self.joules - start.joules)
+        return Energy(j, min(j, max(0.0, self.low - start.low)), max(j, self.high - start.high),
+                      self.method, self.reason, self.devices)
+
+
+@dataclass(frozen=True, init=False)
+class ComponentEnergy(Energy):
+    """An ``Energy`` that carries its component's name, built name first.
+
+    ``Window.components`` holds plain ``Energy`` values keyed by component name; this spelling
+    serves code that builds a window by hand::
+
+        Window(t0, t1, 60.0, {"cpu": ComponentEnergy("cpu", 3600.0, 3000.0, 4200.0, "model")})
+    """
+
+    name: str = ""
+
+    def __init__(self, name: str, joules: float, low: float, high: float, method: Method | str,
+                 reason: str = "", devices: tuple[str, ...] = ()) -> None:
+        object.__setattr__(self, "name", name)
+        Energy.__init__(self, joules, low, high, method, reason, devices)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -59,7 +173,9 @@ class Reading:
     methods: Mapping[str, str] = field(default_factory=dict)
     seq: int = 0
     meter: int = 0
-    """Which meter took it (0: unknown), so a meter never reads another's detail for it."""
+    """Which meter took it (0: unknown), so a meter refuses another's readings."""
+    run: int = 0
+    """Which ``start()`` of that meter it belongs to (0: unknown)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +185,7 @@ class Window:
     start_wall: float
     end_wall: float
     seconds: float
-    components: Mapping[str, ComponentEnergy]
+    components: Mapping[str, Energy]
 
     @property
     def joules(self) -> float:

@@ -7,28 +7,33 @@ that must be polled (GPU power without an energy counter, the load-based models)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import logging
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
+from carbon_callbacks._checks import check_scope
+from carbon_callbacks._warn import WarnOnce
 from carbon_callbacks.energy.defaults import build_sensors
 from carbon_callbacks.energy.sensors.base import (
     ChainStatus,
     FallbackChain,
     Sensor,
-    Totals,
+    check_interval,
     monotonic,
 )
-from carbon_callbacks.records import METHOD_RANK, ComponentEnergy, Reading, Window
+from carbon_callbacks.records import Energy, Method, Reading, Window
 
 logger = logging.getLogger(__name__)
+_warned = WarnOnce(logger)
 
 DEFAULT_INTERVAL = 1.0
 """Seconds between the thread's reads. Polled GPU power asks for 10 Hz on its own."""
@@ -37,12 +42,15 @@ _MAX_MARKS = 10_000
 _METER_IDS = itertools.count(1)  # never reused, unlike id(): a Reading names its meter by it
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_FROM_ZERO = Energy(0.0, 0.0, 0.0, Method.COUNTER)  # the start of a component that began later
+# Every meter alive in this process, so a fork can hand the child fresh locks and identities.
+_METERS: weakref.WeakSet[EnergyMeter] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
 class _MarkDetail:
     run: int
-    totals: Mapping[str, Totals]
+    totals: Mapping[str, Energy]
     notes: tuple[int, ...]  # len(chain.notes) per chain, in chain order
 
 
@@ -107,15 +115,8 @@ class EnergyMeter:
         nvml: Any | None = None,
         sensors: Sequence[Sensor] | None = None,
     ) -> None:
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not (
-            0.01 <= interval <= 3600
-        ):
-            raise ValueError(
-                f"interval: expected seconds between 0.01 and 3600, got {interval!r}; "
-                f"the default is {DEFAULT_INTERVAL}"
-            )
-        if scope not in ("process", "machine"):
-            raise ValueError(f"scope: expected 'process' or 'machine', got {scope!r}")
+        interval = check_interval(interval)
+        check_scope(scope)
         if gpu_ids is not None:
             if isinstance(gpu_ids, (str, bytes)) or not all(
                 isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in gpu_ids
@@ -157,6 +158,9 @@ class EnergyMeter:
         self._methods: dict[str, str] = {}
         self.last_window: Window | None = None
         """The window returned by the last ``stop()`` (also set by ``with`` and the decorator)."""
+        self._pid = os.getpid()
+        self._forked_from = 0  # the parent's pid, while a run inherited through fork is unmet
+        _METERS.add(self)
 
     # ---- state -------------------------------------------------------------------------
 
@@ -199,6 +203,7 @@ class EnergyMeter:
             The meter, ready for ``mark()``. Calling it on a running meter does nothing.
         """
         with self._cycle, self._lock:
+            self._forked_from = 0
             if self._running:
                 return self
             self._run += 1
@@ -222,10 +227,14 @@ class EnergyMeter:
         """Stop the thread, close the sensors and return the window since ``start()``.
 
         Returns:
-            The whole span since ``start()``, or None when the meter was not running.
+            The whole span since ``start()``, or None when the meter was not running (in this
+            process: a run inherited through ``fork`` measured the parent, not this process).
         """
         with self._cycle:
             with self._lock:
+                if self._forked_from:
+                    self._warn_forked("stop() returns None: this process measured nothing")
+                    self._forked_from = 0
                 if not self._running:
                     return None
                 end = self._mark_locked()
@@ -243,6 +252,41 @@ class EnergyMeter:
                 window = self.window(start, end) if start is not None else None
                 self.last_window = window
                 return window
+
+    # ---- fork --------------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        """Runs in the child right after ``fork``, which copies the meter but not its thread.
+
+        The locks may have been held by the parent's threads at the fork, so they are made
+        anew; a run the parent had started stays the parent's: the child's readings carry a
+        new identity (the parent's are refused by ``window()``), and the child's first
+        ``mark()`` opens the sensors again for itself (its own process tree, its own NVML).
+        Done lazily: most forked children (data-loader workers) never use the meter.
+        """
+        self._lock = threading.RLock()
+        self._cycle = threading.RLock()
+        self._id = next(_METER_IDS)
+        self._marks.clear()
+        self._start_reading = None
+        self._thread = None
+        if self._running:
+            self._running = False
+            self._forked_from = self._pid
+        self._pid = os.getpid()
+
+    def _warn_forked(self, what: str) -> None:
+        _warned(("fork", self._forked_from, os.getpid()),
+                "EnergyMeter was started in process %d and inherited through fork by process "
+                "%d, where its sensors and thread measure the parent; %s",
+                self._forked_from, os.getpid(), what)
+
+    def _reopen_after_fork(self) -> None:
+        with self._cycle, self._lock:
+            if self._forked_from:
+                self._warn_forked("it is started again here, so this process's figures begin "
+                                  "now and readings taken before the fork are refused")
+                self.start()
 
     def __enter__(self) -> EnergyMeter:
         return self.start()
@@ -274,6 +318,8 @@ class EnergyMeter:
         Raises:
             RuntimeError: the meter is not running (call ``start()`` first).
         """
+        if self._forked_from:
+            self._reopen_after_fork()
         with self._lock:
             if not self._running:
                 raise RuntimeError("mark: the meter is not running; call start() first")
@@ -281,18 +327,13 @@ class EnergyMeter:
 
     def _mark_locked(self) -> Reading:
         now, wall = monotonic(), time.time()
-        totals: dict[str, Totals] = {}
+        totals: dict[str, Energy] = {}
         for c in self._chains:
             if c.absent:
                 continue
             t = c.totals(now)
             prev = totals.get(c.component)
-            if prev is not None:  # several sensors for one component add up
-                worst = max(prev.method, t.method, key=lambda m: METHOD_RANK.get(m, 9))
-                t = Totals(prev.joules + t.joules, prev.low + t.low, prev.high + t.high, worst,
-                           "; ".join(r for r in (prev.reason, t.reason) if r),
-                           prev.devices + t.devices)
-            totals[c.component] = t
+            totals[c.component] = t if prev is None else prev + t  # several sensors add up
         notes = tuple(len(c.notes) for c in self._chains)
         seq = next(self._seq)
         self._methods = {k: v.method for k, v in totals.items()}
@@ -306,6 +347,7 @@ class EnergyMeter:
         return Reading(
             monotonic=now, wall=wall, joules={k: v.joules for k, v in totals.items()},
             methods={k: v.method for k, v in totals.items()}, seq=seq, meter=self._id,
+            run=self._run,
         )
 
     def window(self, a: Reading, b: Reading) -> Window:
@@ -320,45 +362,46 @@ class EnergyMeter:
             that failed inside the window is named in that component's reason.
 
         Raises:
-            ValueError: ``b`` is earlier than ``a``, or they come from different runs.
+            ValueError: ``b`` is earlier than ``a``, either was taken by another meter (or by
+                this one in the process it was forked from), or they come from different runs.
         """
+        for name, r in (("a", a), ("b", b)):
+            if r.meter != self._id:
+                raise ValueError(
+                    f"window: {name} is not a reading of this meter (it was taken by another "
+                    "EnergyMeter, by this one before the process forked, or built by hand); "
+                    "pass two readings returned by this meter's mark()"
+                )
         if b.monotonic < a.monotonic:
             raise ValueError("window: b is earlier than a; pass window(earlier, later)")
-        with self._lock:
-            # Details only for readings this meter took (seq numbers are per meter).
-            da = self._marks.get(a.seq) if a.meter == self._id else None
-            db = self._marks.get(b.seq) if b.meter == self._id else None
-            chains = list(self._chains)
-        if da is not None and db is not None and da.run != db.run:
+        if a.run != b.run:
             raise ValueError(
                 "window: a and b come from different runs of the meter (it was restarted "
                 "between them); take both readings after the same start()"
             )
-        comps: dict[str, ComponentEnergy] = {}
+        with self._lock:
+            da = self._marks.get(a.seq)
+            db = self._marks.get(b.seq)
+            chains = list(self._chains)
+        comps: dict[str, Energy] = {}
         for name, jb in b.joules.items():
-            j = max(0.0, jb - a.joules.get(name, 0.0))
-            method = b.methods.get(name, "unavailable")
             tb = db.totals.get(name) if db else None
-            ta = da.totals.get(name) if da else None
             if da is not None and tb is not None:
-                # Both ends known (no ta: the component began after a, so from 0).
-                low_a = ta.low if ta else 0.0
-                high_a = ta.high if ta else 0.0
-                low = min(j, max(0.0, tb.low - low_a))
-                high = max(j, tb.high - high_a)
-                reason, devices = tb.reason, tb.devices
+                # Both ends known (none at a: the component began after a, so from 0).
+                part = tb - da.totals.get(name, _FROM_ZERO)
             else:
-                # An end whose detail was evicted or that another meter took: subtracting a
-                # zero baseline would make the range span the whole run, so the method's
-                # relative band is used instead.
-                low, high = _relative_range(j, method)
-                reason, devices = "", ()
+                # An end whose detail was evicted: subtracting a zero baseline would make the
+                # range span the whole run, so the method's relative band is used instead.
+                j = max(0.0, jb - a.joules.get(name, 0.0))
+                method = b.methods.get(name, Method.UNAVAILABLE)
+                part = Energy(j, *_relative_range(j, method), method)
             if db is not None and da is not None:
                 new = [note for i, c in enumerate(chains) if c.component == name
                        for note in c.notes[da.notes[i]:db.notes[i]]]
                 if new:
-                    reason = "; ".join([*new, reason]) if reason else "; ".join(new)
-            comps[name] = ComponentEnergy(name, j, low, high, method, reason, tuple(devices))
+                    reason = "; ".join([*new, part.reason]) if part.reason else "; ".join(new)
+                    part = dataclasses.replace(part, reason=reason)
+            comps[name] = part
         return Window(start_wall=a.wall, end_wall=b.wall,
                       seconds=max(0.0, b.monotonic - a.monotonic), components=comps)
 
@@ -409,3 +452,12 @@ def _relative_range(joules: float, method: str) -> tuple[float, float]:
     if method == "model":
         return ranges.model_range(joules)
     return joules, joules
+
+
+def _after_fork_in_child() -> None:
+    for meter in list(_METERS):
+        meter._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from carbon_callbacks import EnergyMeter
-from carbon_callbacks.energy.sensors.base import FallbackChain, Sensor, SensorError, Totals
+from carbon_callbacks.energy.sensors.base import FallbackChain, Sensor, SensorError
+from carbon_callbacks.records import Energy
 
 
 class ClockSensor(Sensor):
@@ -37,9 +38,9 @@ class ClockSensor(Sensor):
     def sample(self, now: float) -> None:
         self.samples += 1
 
-    def totals(self, now: float) -> Totals:
+    def totals(self, now: float) -> Energy:
         j = self.watts * (now - self.t0)
-        return Totals(j, j * (1 - self.rel), j * (1 + self.rel), self.method, "fake counter")
+        return Energy(j, j * (1 - self.rel), j * (1 + self.rel), self.method, "fake counter")
 
     def close(self) -> None:
         self.closed += 1
@@ -55,7 +56,7 @@ class FailingSensor(ClockSensor):
         self.message = message  # warnings are once per cause per process: keep causes distinct
         self.reads = 0
 
-    def totals(self, now: float) -> Totals:
+    def totals(self, now: float) -> Energy:
         self.reads += 1
         if self.reads > self.good:
             raise SensorError(self.message)
@@ -65,9 +66,9 @@ class FailingSensor(ClockSensor):
 class ModelSensor(ClockSensor):
     method = "model"
 
-    def totals(self, now: float) -> Totals:
+    def totals(self, now: float) -> Energy:
         j = self.watts * (now - self.t0)
-        return Totals(j, j * 0.5, j * 1.5, "model", "fake model")
+        return Energy(j, j * 0.5, j * 1.5, "model", "fake model")
 
 
 def meter_threads() -> list[threading.Thread]:
@@ -287,7 +288,7 @@ class RaisingSensor(ClockSensor):
         self.at_totals, self.after, self.reads = at_totals, after, 0
         self.at_sample, self.at_close, self.at_last_good = at_sample, at_close, at_last_good
 
-    def totals(self, now: float) -> Totals:
+    def totals(self, now: float) -> Energy:
         self.reads += 1
         if self.at_totals is not None and self.reads > self.after:
             raise self.at_totals
@@ -298,7 +299,7 @@ class RaisingSensor(ClockSensor):
         if self.at_sample is not None:
             raise self.at_sample
 
-    def last_good(self) -> Totals | None:
+    def last_good(self) -> Energy | None:
         if self.at_last_good is not None:
             raise self.at_last_good
         return None
@@ -393,20 +394,32 @@ def test_window_with_an_evicted_start_mark_uses_the_relative_range(monkeypatch):
     assert c.low < c.joules < c.high <= c.joules * 1.5
 
 
-def test_window_of_another_meters_readings_ignores_this_meters_details():
+def test_window_refuses_readings_of_another_meter():
     other = EnergyMeter(sensors=[ClockSensor(watts=1000.0, rel=0.5)]).start()
     m = EnergyMeter(sensors=[ClockSensor(watts=10.0, rel=0.05)]).start()
     other.mark()
-    other.mark()  # other now holds details under the seq numbers m's readings carry
+    other.mark()  # other holds details under the seq numbers m's readings carry
     a = m.mark()
     time.sleep(0.02)
     b = m.mark()
+    own = other.mark()
     m.stop()
-    c = other.window(a, b).components["cpu"]
+    with pytest.raises(ValueError, match="a is not a reading of this meter"):
+        other.window(a, b)
+    with pytest.raises(ValueError, match="b is not a reading of this meter"):
+        other.window(own, b)
     other.stop()
-    assert c.joules == pytest.approx(b.joules["cpu"] - a.joules["cpu"])
-    assert c.low < c.joules < c.high <= c.joules * 1.5
-    assert a.meter != 0 and a.meter != other._id
+    assert m.window(a, b).component_joules("cpu") > 0
+
+
+def test_window_refuses_a_hand_built_reading():
+    from carbon_callbacks.records import Reading
+
+    m = EnergyMeter(sensors=[ClockSensor()]).start()
+    b = m.mark()
+    m.stop()
+    with pytest.raises(ValueError, match="built by hand"):
+        m.window(Reading(b.monotonic - 1, b.wall - 1, {"cpu": 0.0}), b)
 
 
 def test_a_sensor_that_starts_polling_mid_run_is_sampled():
@@ -416,3 +429,97 @@ def test_a_sensor_that_starts_polling_mid_run_is_sampled():
     time.sleep(0.3)
     m.stop()
     assert s.samples >= 5
+
+
+# ---- fork ---------------------------------------------------------------------------------
+
+
+def _in_forked_child(work) -> dict:
+    """Run ``work()`` in a forked child; its dict result (or the error) comes back as JSON."""
+    import json
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        os.close(read)
+        try:
+            out = work()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            out = {"error": f"{type(exc).__name__}: {exc}"}
+        os.write(write, json.dumps(out).encode())
+        os._exit(0)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    os.waitpid(pid, 0)
+    return json.loads(b"".join(chunks))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_meter_inherited_through_fork_reopens_for_the_child_and_says_so():
+    import os
+
+    from carbon_callbacks.energy.sensors.cpu_model import CpuModelSensor
+
+    clock = ClockSensor("gpu", watts=10.0, poll_interval=0.01)
+    model = CpuModelSensor(scope="process", interval=0.05)
+    m = EnergyMeter(sensors=[clock, model]).start()
+    before = m.mark()
+    parent = os.getpid()
+
+    def child() -> dict:
+        messages: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore
+        logging.getLogger("carbon_callbacks.energy.meter").addHandler(handler)
+        running_at_fork = m.running
+        a = m.mark()  # reopens the sensors here
+        time.sleep(0.05)
+        b = m.mark()
+        try:
+            m.window(before, b)
+            refused = ""
+        except ValueError as exc:
+            refused = str(exc)
+        w = m.window(a, b)
+        threads = [t.name for t in meter_threads()]
+        m.stop()
+        return {
+            "running_at_fork": running_at_fork, "opened": clock.opened,
+            "tree_pid": model._share.tree.pid, "pid": os.getpid(),
+            "joules": w.component_joules("gpu"), "seconds": w.seconds,
+            "refused": refused, "messages": messages, "threads": threads,
+            "a_from_zero": a.joules["gpu"],
+        }
+
+    out = _in_forked_child(child)
+    after = m.mark()
+    m.stop()
+    assert "error" not in out, out
+    assert out["running_at_fork"] is False  # the parent's run is not the child's
+    assert out["opened"] == 2  # the child opened the sensors again for itself
+    assert out["tree_pid"] == out["pid"] != parent  # process scope now follows the child
+    assert out["a_from_zero"] < 1.0  # counted from the child's reopening, not the parent's start
+    assert out["joules"] == pytest.approx(10.0 * out["seconds"], rel=1e-6)
+    assert "not a reading of this meter" in out["refused"]
+    assert len(out["threads"]) == 1  # the child's own sampler thread
+    assert any(f"started in process {parent}" in msg and "inherited through fork" in msg
+               for msg in out["messages"])
+    # The parent goes on measuring as before.
+    assert m.window(before, after).component_joules("gpu") > 0
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_stop_in_a_forked_child_returns_none_and_leaves_the_parent_running():
+    m = EnergyMeter(sensors=[ClockSensor(poll_interval=0.01)]).start()
+
+    def child() -> dict:
+        return {"window": m.stop() is not None, "running": m.running}
+
+    out = _in_forked_child(child)
+    assert out == {"window": False, "running": False}
+    assert m.running and len(meter_threads()) == 1
+    assert m.stop() is not None

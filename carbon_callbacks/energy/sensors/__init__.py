@@ -18,11 +18,14 @@ from carbon_callbacks.energy.sensors.base import (
     Totals,
     Unavailable,
 )
+from carbon_callbacks.records import Energy, Method
 
 __all__ = [
     "ChainStatus",
     "DeviceAbsent",
+    "Energy",
     "FallbackChain",
+    "Method",
     "Sensor",
     "SensorError",
     "SourceMissing",

@@ -9,21 +9,20 @@ switch to the next method with one note, so nothing ever raises into training.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from carbon_callbacks._checks import check_number
+from carbon_callbacks._warn import WarnOnce
+from carbon_callbacks.records import Energy
+
 logger = logging.getLogger(__name__)
-_WARNED: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    # One warning per cause per process: a meter per Optuna trial must not repeat it.
-    if key not in _WARNED:
-        _WARNED.add(key)
-        logger.warning("%s", message)
+# One warning per cause per process: a meter per Optuna trial must not repeat it.
+_warned = WarnOnce(logger)
 
 
 class SensorError(Exception):
@@ -51,16 +50,23 @@ class DeviceAbsent(SensorError):
     """The component does not exist here (no GPU): the meter leaves it out, it is not a failure."""
 
 
-@dataclass(frozen=True)
-class Totals:
-    """Cumulative energy of one component since its sensor was opened, with its range."""
+MIN_INTERVAL_S = 0.01
+MAX_INTERVAL_S = 3600.0
 
-    joules: float
-    low: float
-    high: float
-    method: str
-    reason: str = ""
-    devices: tuple[str, ...] = ()
+
+def check_interval(interval: object, name: str = "interval") -> float:
+    """Seconds between the meter thread's reads, from ``MIN_INTERVAL_S`` to ``MAX_INTERVAL_S``.
+
+    Raises:
+        ValueError: not a number in that span (the message names the argument).
+    """
+    return check_number(interval, name, low=MIN_INTERVAL_S, high=MAX_INTERVAL_S,
+                        unit="seconds", fix="the default is 1.0")
+
+
+Totals = Energy
+"""What ``Sensor.totals()`` returns: the component's cumulative ``Energy`` since ``open()``.
+(The name custom sensors written against earlier versions import.)"""
 
 
 class Sensor(ABC):
@@ -89,7 +95,7 @@ class Sensor(ABC):
         if self._reporter is not None:
             self._reporter(message, cause)
         else:
-            _warn_once(cause or message, message)
+            _warned(cause or message, "%s", message)
 
     @abstractmethod
     def open(self, now: float) -> None:
@@ -107,7 +113,7 @@ class Sensor(ABC):
         """
 
     @abstractmethod
-    def totals(self, now: float) -> Totals:
+    def totals(self, now: float) -> Energy:
         """Cumulative energy since ``open()``, read now.
 
         Raises:
@@ -117,7 +123,7 @@ class Sensor(ABC):
     def close(self) -> None:  # noqa: B027 - most sources hold nothing
         """Release what ``open()`` took. Never raises."""
 
-    def last_good(self) -> Totals | None:
+    def last_good(self) -> Energy | None:
         """The totals as of the last successful read, used when this sensor fails."""
         return None
 
@@ -126,11 +132,12 @@ class Sensor(ABC):
         return f"{self.component}: {self.method}"
 
 
-def _add(a: Totals | None, b: Totals) -> Totals:
-    if a is None:
-        return b
-    return Totals(a.joules + b.joules, a.low + b.low, a.high + b.high, b.method, b.reason,
-                  tuple(dict.fromkeys(a.devices + b.devices)))
+def _then(before: Energy | None, since: Energy) -> Energy:
+    """What a failed source counted plus what its successor counted since; the successor's
+    method and reason describe the reading from the switch on."""
+    if before is None:
+        return since
+    return dataclasses.replace(before + since, method=since.method, reason=since.reason)
 
 
 @dataclass(frozen=True)
@@ -178,8 +185,8 @@ class FallbackChain(Sensor):
         for s in self._sensors:
             s._reporter = self._record
         self._index = 0
-        self._offset: Totals | None = None
-        self._last: Totals | None = None
+        self._offset: Energy | None = None
+        self._last: Energy | None = None
         self.notes: list[str] = []
         self.absent: str = ""
         self.skipped: list[str] = []
@@ -207,7 +214,7 @@ class FallbackChain(Sensor):
 
     def _record(self, message: str, cause: str = "") -> None:
         self.notes.append(message)
-        _warn_once(cause or message, message)
+        _warned(cause or message, "%s", message)
 
     def _degrade(self, exc: BaseException, now: float) -> None:
         failed = self.active
@@ -218,7 +225,7 @@ class FallbackChain(Sensor):
         except Exception:
             logger.debug("last_good failed for %r", failed, exc_info=True)
             last = self._last
-        self._offset = _add(self._offset, last) if last is not None else self._offset
+        self._offset = _then(self._offset, last) if last is not None else self._offset
         self._last = None
         self._note(failed, exc)
         try:
@@ -276,7 +283,7 @@ class FallbackChain(Sensor):
         except Exception as exc:  # a sensor bug must not take training down
             self._degrade(exc, now)
 
-    def totals(self, now: float) -> Totals:
+    def totals(self, now: float) -> Energy:
         # Each failure moves to the next source, which may fail at once too; the chain ends in
         # Unavailable, whose totals cannot fail, so this never raises into training.
         while True:
@@ -286,7 +293,7 @@ class FallbackChain(Sensor):
             except Exception as exc:  # SensorError or a bug: degrade, never raise
                 self._degrade(exc, now)
         self._last = cur
-        return cur if self._offset is None else _add(self._offset, cur)
+        return cur if self._offset is None else _then(self._offset, cur)
 
     def close(self) -> None:
         for s in self._sensors:
@@ -327,8 +334,8 @@ class Unavailable(Sensor):
     def open(self, now: float) -> None:
         return None
 
-    def totals(self, now: float) -> Totals:
-        return Totals(0.0, 0.0, 0.0, "unavailable", self.reason)
+    def totals(self, now: float) -> Energy:
+        return Energy(0.0, 0.0, 0.0, "unavailable", self.reason)
 
     def describe(self) -> str:
         return f"{self.component}: unavailable - {self.reason}"

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
 
-from carbon_callbacks.energy.sensors.base import Sensor, SensorError, Totals
+from carbon_callbacks._checks import check_number, check_scope
+from carbon_callbacks.energy.sensors.base import Sensor, SensorError, check_interval
 from carbon_callbacks.energy.sensors.process import CpuShare, logical_cpus, machine_busy_seconds
 from carbon_callbacks.energy.sensors.ranges import model_range
+from carbon_callbacks.records import Energy
 
 DEFAULT_W_PER_CPU = 3.5
 """Watts per logical CPU at full load when the CPU model is unknown.
@@ -150,13 +152,13 @@ class CpuModelSensor(Sensor):
     def __init__(self, *, scope: Literal["process", "machine"] = "process",
                  tdp_w: float | None = None, info: CpuInfo | None = None,
                  interval: float = 1.0, share: CpuShare | None = None) -> None:
-        if scope not in ("process", "machine"):
-            raise ValueError(f"scope: expected 'process' or 'machine', got {scope!r}")
-        if tdp_w is not None and not tdp_w > 0:
-            raise ValueError(f"tdp_w: expected a positive number of watts, got {tdp_w!r}")
+        check_scope(scope)
+        if tdp_w is not None:
+            tdp_w = check_number(tdp_w, "tdp_w", above=0, unit="W",
+                                 fix="or None to look the CPU up in the TDP table")
         self.scope = scope
         self.info = info or read_cpu_info()
-        self.poll_interval = interval
+        self.poll_interval = check_interval(interval)
         if tdp_w is not None:
             self.tdp_w, self.tdp_source = float(tdp_w), "TDP given by the caller"
         else:
@@ -210,14 +212,14 @@ class CpuModelSensor(Sensor):
     def sample(self, now: float) -> None:
         self._advance(now, refresh=True)
 
-    def totals(self, now: float) -> Totals:
+    def totals(self, now: float) -> Energy:
         self._advance(now)
         low, high = model_range(self._joules)
-        return Totals(self._joules, low, high, "model", self.reason)
+        return Energy(self._joules, low, high, "model", self.reason)
 
-    def last_good(self) -> Totals | None:
+    def last_good(self) -> Energy | None:
         low, high = model_range(self._joules)
-        return Totals(self._joules, low, high, "model", self.reason)
+        return Energy(self._joules, low, high, "model", self.reason)
 
     def describe(self) -> str:
         return f"cpu: model - {self.reason}"

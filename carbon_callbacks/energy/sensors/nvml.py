@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
-from carbon_callbacks.energy.sensors.base import DeviceAbsent, Sensor, SensorError, Totals
+from carbon_callbacks._checks import check_number, check_scope
+from carbon_callbacks.energy.sensors.base import DeviceAbsent, Sensor, SensorError
 from carbon_callbacks.energy.sensors.ranges import NVML_REL, counter_range, model_range
+from carbon_callbacks.records import Energy, Method
 
 IDLE_FRACTION = 0.2
 """GPU model: power at 0% utilisation as a fraction of TDP (an assumption; see module doc)."""
@@ -118,10 +120,8 @@ class NvmlSensor(Sensor):
                  scope: Literal["process", "machine"] = "process",
                  poll_hz: float = DEFAULT_POLL_HZ,
                  env: dict[str, str] | None = None) -> None:
-        if not poll_hz >= DEFAULT_POLL_HZ:
-            raise ValueError(f"poll_hz: expected {DEFAULT_POLL_HZ:g} Hz or more, got {poll_hz!r}")
-        if scope not in ("process", "machine"):
-            raise ValueError(f"scope: expected 'process' or 'machine', got {scope!r}")
+        poll_hz = check_number(poll_hz, "poll_hz", low=DEFAULT_POLL_HZ, unit="Hz")
+        check_scope(scope)
         self._given = nvml
         self._module = self._import_pynvml() if nvml is None else None
         self.nvml: Any = None
@@ -347,18 +347,16 @@ class NvmlSensor(Sensor):
     # Read-only where Sensor has a plain attribute: the worst of the GPUs' modes.
     @property
     def method(self) -> str:  # type: ignore[override]
-        order = ("counter", "polled", "model", "unavailable")
-        modes = [g.mode for g in self.gpus] or ["counter"]
-        return max(modes, key=order.index)
+        return Method.worst(*(g.mode for g in self.gpus)) if self.gpus else Method.COUNTER
 
-    def totals(self, now: float) -> Totals:
+    def totals(self, now: float) -> Energy:
         if not self._inited:
             raise SensorError("NVML is not initialised")
         for g in self.gpus:
             self._step(g, now)
         return self.last_good()
 
-    def last_good(self) -> Totals:
+    def last_good(self) -> Energy:
         j = low = high = 0.0
         for g in self.gpus:
             lo, hi = counter_range(g.joules, NVML_REL)
@@ -366,7 +364,7 @@ class NvmlSensor(Sensor):
             j += g.joules + g.model_j
             low += max(0.0, lo - g.err) + mlo
             high += hi + g.err + mhi
-        return Totals(j, low, high, self.method, self.reason,
+        return Energy(j, low, high, self.method, self.reason,
                       tuple(g.label for g in self.gpus))
 
     @property

@@ -13,9 +13,11 @@ from typing import Literal
 
 import psutil
 
-from carbon_callbacks.energy.sensors.base import Sensor, SensorError, Totals
+from carbon_callbacks._checks import check_number, check_scope
+from carbon_callbacks.energy.sensors.base import Sensor, SensorError, check_interval
 from carbon_callbacks.energy.sensors.process import ProcessTree
 from carbon_callbacks.energy.sensors.ranges import model_range
+from carbon_callbacks.records import Energy
 
 WATTS_PER_GB = 0.392
 """Power of DRAM per GB (Cloud Carbon Footprint's memory coefficient)."""
@@ -39,13 +41,12 @@ class RamModelSensor(Sensor):
     def __init__(self, *, scope: Literal["process", "machine"] = "process",
                  watts_per_gb: float = WATTS_PER_GB, interval: float = 1.0,
                  tree: ProcessTree | None = None) -> None:
-        if scope not in ("process", "machine"):
-            raise ValueError(f"scope: expected 'process' or 'machine', got {scope!r}")
-        if not watts_per_gb > 0:
-            raise ValueError(f"watts_per_gb: expected a positive number, got {watts_per_gb!r}")
+        check_scope(scope)
+        watts_per_gb = check_number(watts_per_gb, "watts_per_gb", above=0, unit="W/GB",
+                                    fix=f"the default is {WATTS_PER_GB}")
         self.scope = scope
         self.watts_per_gb = float(watts_per_gb)
-        self.poll_interval = interval
+        self.poll_interval = check_interval(interval)
         self._tree = (tree or ProcessTree()) if scope == "process" else None
         self._joules = 0.0
         self._t = 0.0
@@ -91,13 +92,13 @@ class RamModelSensor(Sensor):
             self._tree.refresh()  # at most every REFRESH_EVERY s, whoever of its sharers asks
         self._advance(now)
 
-    def totals(self, now: float) -> Totals:
+    def totals(self, now: float) -> Energy:
         self._advance(now)
         return self.last_good()
 
-    def last_good(self) -> Totals:
+    def last_good(self) -> Energy:
         low, high = model_range(self._joules)
-        return Totals(self._joules, low, high, "model", self.reason)
+        return Energy(self._joules, low, high, "model", self.reason)
 
     def describe(self) -> str:
         return f"ram: model - {self.reason}"

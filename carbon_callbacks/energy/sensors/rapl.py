@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from carbon_callbacks.energy.sensors.base import Sensor, SensorError, SourceMissing, Totals
+from carbon_callbacks._checks import check_scope
+from carbon_callbacks.energy.sensors.base import Sensor, SensorError, SourceMissing, check_interval
 from carbon_callbacks.energy.sensors.process import CpuShare
 from carbon_callbacks.energy.sensors.ranges import (
     RAPL_AMD_REL,
@@ -33,6 +34,7 @@ from carbon_callbacks.energy.sensors.ranges import (
     RAPL_QUANTUM_J,
     counter_range,
 )
+from carbon_callbacks.records import Energy
 
 MAX_PLAUSIBLE_W = 1000.0
 """Power assumed for a zone without ``constraint_0_max_power_uw`` when timing reads for wraps."""
@@ -271,12 +273,11 @@ class RaplSensor(Sensor):
                  vendor: str | None = None, share: CpuShare | None = None) -> None:
         if component not in ("cpu", "ram"):
             raise ValueError(f"component: expected 'cpu' or 'ram', got {component!r}")
-        if scope not in ("process", "machine"):
-            raise ValueError(f"scope: expected 'process' or 'machine', got {scope!r}")
+        check_scope(scope)
         self.component = component
         self.root = os.fspath(root)
         self.scope = scope
-        self.interval = float(interval)
+        self.interval = check_interval(interval)
         self.vendor = cpu_vendor() if vendor is None else vendor
         self.poll_interval = self.interval
         self._zones: tuple[Zone, ...] = ()
@@ -368,13 +369,13 @@ class RaplSensor(Sensor):
     def sample(self, now: float) -> None:
         self._read(now, refresh=True)
 
-    def totals(self, now: float) -> Totals:
+    def totals(self, now: float) -> Energy:
         self._read(now)
         return self.last_good()
 
-    def last_good(self) -> Totals:
+    def last_good(self) -> Energy:
         low, high = counter_range(self._joules, self.rel, RAPL_QUANTUM_J)
-        return Totals(self._joules, low, high, "counter", self.reason,
+        return Energy(self._joules, low, high, "counter", self.reason,
                       tuple(z.name for z in self._zones))
 
     def describe(self) -> str:
