@@ -112,10 +112,70 @@ def test_counter_wrapping_many_times_between_marks_is_caught_by_the_thread_reads
         t.advance(pkg, 9.0)
         truth += 9.0
         sensor.sample(i * 0.09)  # what the meter's thread does between two marks
-    end = sensor.totals(3.7).joules
+    end = sensor.totals(3.7)
     assert pkg.wraps == 18
-    assert end - start == pytest.approx(truth, rel=1e-3)
-    assert "unseen" not in sensor.reason
+    assert end.joules - start == pytest.approx(truth, rel=1e-3)
+    assert end.high == pytest.approx(end.joules * 1.05, rel=1e-3)  # no wrap needed guessing
+    assert end.method == "counter"
+
+
+def test_reads_a_starved_thread_made_too_far_apart_estimate_wraps_and_widen_the_range(tmp_path):
+    t = FakePowercap(tmp_path)
+    pkg = t.add_zone("intel-rapl:0", "package-0", max_range_uj=20_000_000, max_power_w=100)
+    sensor = RaplSensor("cpu", root=tmp_path, scope="machine", vendor="intel")
+    notes: list[str] = []
+    sensor.report = lambda message, cause="": notes.append(message)  # type: ignore[method-assign]
+    sensor.open(0.0)
+    t.advance(pkg, 5.0)
+    sensor.sample(0.1)  # 50 W, read in time
+    t.advance(pkg, 50.0)  # then 1 s at 50 W unread: two whole wraps and 10 J
+    end = sensor.totals(1.1)
+    assert end.joules == pytest.approx(55.0, rel=1e-3)  # the wraps counted from 50 W
+    assert end.low <= 55.0 <= end.high
+    assert end.high >= 5.0 + 10.0 + 4 * 20.0  # 100 W could have wrapped it four times
+    assert any("2 unseen wrap(s)" in n for n in notes)
+
+
+def test_a_counter_reset_to_zero_by_a_driver_reload_is_not_counted_as_a_wrap(tmp_path):
+    t = FakePowercap(tmp_path)
+    rng = 262_143_328_850
+    pkg = t.add_zone("intel-rapl:0", "package-0", max_range_uj=rng, energy_uj=rng // 2,
+                     max_power_w=200)
+    m = rapl_meter(tmp_path).start()
+    a = m.mark()
+    t.advance(pkg, 8.0)
+    b = m.mark()
+    pkg.energy_uj = 0  # the driver reloads: the counter starts again from 0
+    t.advance(pkg, 0.0)
+    c = m.mark()
+    t.advance(pkg, 12.0)
+    d = m.mark()
+    m.stop()
+    w_bc, w_cd = m.window(b, c), m.window(c, d)
+    assert m.window(a, b).component_joules("cpu") == pytest.approx(8.0, rel=1e-3)
+    assert w_bc.component_joules("cpu") < 200.0 * w_bc.seconds + 1.0  # not +262 kJ
+    assert w_bc.methods["cpu"] == "model"
+    assert "a reset, not a wrap" in w_bc.components["cpu"].reason
+    # Counting resumes from the new base.
+    assert w_cd.component_joules("cpu") == pytest.approx(12.0, rel=1e-2)
+    assert "restarted from a new base" in w_cd.components["cpu"].reason
+
+
+def test_garbage_counter_readings_in_a_row_fall_back_to_the_model(tmp_path):
+    t = FakePowercap(tmp_path)
+    pkg = t.add_zone("intel-rapl:0", "package-0", energy_uj=10_000_000_000, max_power_w=100)
+    m = rapl_meter(tmp_path).start()
+    a = m.mark()
+    readings = []
+    for value in (5, 9_000_000_000, 3):  # no wrap or power explains any of these
+        pkg.energy_uj = value
+        t.advance(pkg, 0.0)
+        readings.append(m.mark())
+    m.stop()
+    assert readings[-1].methods["cpu"] == "model"
+    w = m.window(a, readings[-1])
+    assert "refused as impossible" in w.components["cpu"].reason
+    assert w.component_joules("cpu") < 100.0 * w.seconds * 2 + 1.0
 
 
 def test_meter_thread_catches_wraps_of_a_live_counter(tmp_path):
@@ -131,8 +191,14 @@ def test_meter_thread_catches_wraps_of_a_live_counter(tmp_path):
     m.stop()
     assert pkg.wraps >= 2 and dram.wraps >= 2
     w = m.window(a, b)
-    assert w.component_joules("cpu") == pytest.approx(driver.written["intel-rapl:0"], rel=1e-3)
-    assert w.component_joules("ram") == pytest.approx(driver.written["intel-rapl:0:0"], rel=1e-3)
+    for comp, zone in (("cpu", "intel-rapl:0"), ("ram", "intel-rapl:0:0")):
+        c, truth = w.components[comp], driver.written[zone]
+        # A busy machine may starve the thread past a wrap: then the wraps are estimated
+        # from the neighbouring power and the range widened to every count possible, so
+        # the truth stays inside it and the window says so. Otherwise the count is exact.
+        assert c.low <= truth * 1.001 and truth * 0.999 <= c.high
+        if "unseen wrap" not in c.reason:
+            assert c.joules == pytest.approx(truth, rel=1e-3)
 
 
 def test_mirrored_amd_dies_and_mmio_zone_counted_once(tmp_path):

@@ -9,7 +9,10 @@ used by the kernel for AMD Zen), ``amd-rapl:N`` and ``intel-rapl-mmio:N``. What 
   already taken (same domain name, or, within one package, the same counter value and the
   same increase over two reads ``MIRROR_CHECK_S`` apart at open);
 - wraparound through ``max_energy_range_uj``: the meter's thread reads at least twice per the
-  shortest wrap time at the zone's largest plausible power, so no wrap goes unseen.
+  shortest wrap time at the zone's largest plausible power, so no wrap goes unseen; a reading
+  no wrap can explain (a reset to 0 when the driver reloads) is refused and that interval
+  estimated, and reads a starved thread made too far apart estimate their wraps (see
+  ``counters.py``).
 
 Since Linux 5.10 ``energy_uj`` is readable by root only (CVE-2020-8694); ``PERMISSION_FIX``
 says what to run, and the meter falls back to the CPU model meanwhile.
@@ -27,6 +30,7 @@ from typing import Literal
 
 from carbon_callbacks._checks import check_scope
 from carbon_callbacks.energy.sensors.base import Sensor, SensorError, SourceMissing, check_interval
+from carbon_callbacks.energy.sensors.counters import MAX_REFUSED, CounterTrack
 from carbon_callbacks.energy.sensors.process import CpuShare
 from carbon_callbacks.energy.sensors.ranges import (
     RAPL_AMD_REL,
@@ -34,7 +38,7 @@ from carbon_callbacks.energy.sensors.ranges import (
     RAPL_QUANTUM_J,
     counter_range,
 )
-from carbon_callbacks.records import Energy
+from carbon_callbacks.records import Energy, Method
 
 MAX_PLAUSIBLE_W = 1000.0
 """Power assumed for a zone without ``constraint_0_max_power_uw`` when timing reads for wraps."""
@@ -281,12 +285,15 @@ class RaplSensor(Sensor):
         self.vendor = cpu_vendor() if vendor is None else vendor
         self.poll_interval = self.interval
         self._zones: tuple[Zone, ...] = ()
-        self._last_raw: list[int] = []
+        self._tracks: list[CounterTrack] = []
+        # Attributed joules (each interval's increase times its share): the point, what the
+        # counters read, and how far above the counters' band the estimates may reach.
         self._joules = 0.0
+        self._exact = 0.0
+        self._over = 0.0
         self._share = (share or CpuShare()) if scope == "process" else None
         self._t = 0.0
         self.discovery: Discovery | None = None
-        self.gap_note = ""
         self.mirrors: list[str] = []
 
     @property
@@ -303,9 +310,8 @@ class RaplSensor(Sensor):
         if self._share is not None:
             text += ("; scope=process: machine-wide counter x this process tree's share of busy "
                      "CPU time")
-        for note in (*self.mirrors, self.gap_note):
-            if note:
-                text += f"; {note}"
+        for note in self.mirrors:
+            text += f"; {note}"
         return text
 
     def open(self, now: float) -> None:
@@ -315,7 +321,6 @@ class RaplSensor(Sensor):
             raise SourceMissing(d.problem)
         zones = d.packages if self.component == "cpu" else d.drams
         self.mirrors = []
-        self.gap_note = ""
         if not zones:
             what = "package" if self.component == "cpu" else "DRAM"
             raise SourceMissing(f"no RAPL {what} domain under {d.root}")
@@ -338,10 +343,17 @@ class RaplSensor(Sensor):
             else:
                 self.mirrors.append(f"{z.label} mirrors {zones[twin].label}; counted once")
         kept = [zones[i] for i in keep]
-        kept_raw = [raws[i] for i in keep]  # the baseline is the first read, at ``now``
         self._zones = tuple(kept)
-        self._last_raw = kept_raw
-        self._joules = 0.0
+        self._tracks = []
+        for i in keep:  # the baseline is the first read, at ``now``
+            track = CounterTrack(zones[i].label, unit_j=1e-6, ceiling_w=zones[i].max_power_w,
+                                 wrap=zones[i].max_range_uj)
+            if not track.valid(raws[i]):
+                raise SensorError(f"{zones[i].path / 'energy_uj'} reads {raws[i]}, outside "
+                                  f"0-{zones[i].max_range_uj}")
+            track.open(raws[i], now)
+            self._tracks.append(track)
+        self._joules = self._exact = self._over = 0.0
         self._t = now
         if self._share is not None:
             self._share.open(now)
@@ -349,34 +361,46 @@ class RaplSensor(Sensor):
         self.poll_interval = max(0.01, min(self.interval, shortest / 2))
 
     def _read(self, now: float, refresh: bool = False) -> None:
-        total = 0.0
-        for i, z in enumerate(self._zones):
-            raw = read_energy_uj(z.path, self.root)
-            delta = raw - self._last_raw[i]
-            if delta < 0:
-                delta += z.max_range_uj
-            self._last_raw[i] = raw
-            total += delta
-        gap = now - self._t
-        if gap > min(z.wrap_seconds for z in self._zones) and not self.gap_note:
-            # The thread was held up longer than a wrap can take: a wrap may be missing.
-            self.gap_note = (f"{gap:.0f} s between reads exceeded the shortest wrap time; "
-                             "a wrap may have gone unseen")
+        raws = [read_energy_uj(z.path, self.root) for z in self._zones]
+        d_joules = d_exact = d_over = 0.0
+        given_up = ""
+        for track, raw in zip(self._tracks, raws, strict=True):
+            before = (track.joules, track.exact, track.top - track.exact)
+            verdict = track.read(raw, now)
+            d_joules += track.joules - before[0]
+            d_exact += track.exact - before[1]
+            d_over += track.top - track.exact - before[2]
+            if verdict.note:
+                self.report(verdict.note, cause=f"rapl-{verdict.kind}:{track.label}")
+            if track.refused >= MAX_REFUSED:
+                track.give_up()
+                given_up = (f"{track.label}: {MAX_REFUSED} counter readings in a row refused as "
+                            "impossible for the device")
         share = self._share.advance(refresh=refresh) if self._share is not None else 1.0
-        self._joules += total * 1e-6 * share
+        self._joules += d_joules * share
+        self._exact += d_exact * share
+        self._over += d_over * share
         self._t = now
+        if given_up:
+            raise SensorError(given_up, cause=f"rapl-given-up:{self.root}")
 
     def sample(self, now: float) -> None:
         self._read(now, refresh=True)
 
     def totals(self, now: float) -> Energy:
         self._read(now)
-        return self.last_good()
+        estimated = [t.take_estimated() for t in self._tracks]
+        return self._energy(Method.MODEL if any(estimated) else Method.COUNTER)
 
     def last_good(self) -> Energy:
-        low, high = counter_range(self._joules, self.rel, RAPL_QUANTUM_J)
-        return Energy(self._joules, low, high, "counter", self.reason,
-                      tuple(z.name for z in self._zones))
+        return self._energy(Method.MODEL if any(t.pending for t in self._tracks)
+                            else Method.COUNTER)
+
+    def _energy(self, method: Method) -> Energy:
+        # The counters' band around what they read; estimates from 0 to their ceiling.
+        low, high = counter_range(self._exact, self.rel, RAPL_QUANTUM_J)
+        return Energy(self._joules, low, max(self._joules, high + self._over), method,
+                      self.reason, tuple(z.name for z in self._zones))
 
     def describe(self) -> str:
         return f"{self.component}: counter - {self.reason}"
