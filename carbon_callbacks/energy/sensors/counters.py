@@ -90,6 +90,7 @@ class CounterTrack:
         self._moved = now  # when the counter last changed
         self._candidate: tuple[int, float] | None = None
         self._late = False
+        self._until = now  # the open estimate runs to here
 
     # ---- figures -----------------------------------------------------------------------
 
@@ -180,9 +181,15 @@ class CounterTrack:
                     f"{self._power():.3g} W (range 0-{self._top_w():.3g} W) until it answers")
         return Verdict("late", note)
 
-    def give_up(self) -> None:
-        """Keep the open estimate as final: the counter is not read again."""
+    def give_up(self) -> float:
+        """Keep the open estimate as final: the counter is not read again.
+
+        Returns:
+            The time up to which the figures account for the device's energy.
+        """
+        until = self._until if self.pending else self._good[1]
         self._settle(self.pending, self.pending_top)
+        return until
 
     # ---- internals ---------------------------------------------------------------------
 
@@ -232,6 +239,7 @@ class CounterTrack:
         return max(self._power(), self.ceiling_w)
 
     def _extend(self, now: float) -> None:
+        self._until = now
         dt = max(0.0, now - self._good[1])
         before = self.joules
         self.pending = max(self.pending, self._power() * dt)

@@ -3,72 +3,59 @@
 Per GPU, the best source that answers is used:
 
 1. ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since the driver loaded; Volta and newer):
-   method ``counter``, read at each boundary.
+   method ``counter``, read at each boundary. A reading the GPU cannot have produced in the
+   time elapsed (backwards, negative, above its power ceiling, or still while it draws power)
+   is refused and that interval estimated (``counters.py``); three in a row give the counter up
+   for polled power.
 2. ``nvmlDeviceGetPowerUsage`` (mW) sampled by the meter's thread at 10 Hz or faster and
    integrated by trapezoid: method ``polled``.
 3. ``TDP x (0.2 + 0.8 x utilisation)``: method ``model``. TDP is the enforced power limit, else
    the bundled table (``data/gpu_tdp.csv``); the 20% idle floor is our assumption (data-centre
    GPUs idle at a fraction of their limit), and the model's wide band covers it.
 
-Which GPUs: explicit ``gpu_ids`` (CUDA ordinals as this process sees them), else under
-``scope="process"`` the device of ``LOCAL_RANK`` when set (one DDP rank, one GPU), else every
-device in ``CUDA_VISIBLE_DEVICES``; ``scope="machine"`` takes every GPU. Integer entries of
-``CUDA_VISIBLE_DEVICES`` are taken as NVML indices, which match CUDA's only with
-``CUDA_DEVICE_ORDER=PCI_BUS_ID``; UUIDs (``GPU-...``, ``MIG-...``) are exact. A MIG instance is
-charged the parent GPU's energy divided among its instances, since NVML measures whole GPUs.
+Which GPUs are measured, and the power ceiling a reading is judged by: ``nvml_devices.py``.
 
-NVML is initialised once per ``open()`` (the meter's ``start()``) and shut down at ``close()``.
+Every read while the meter runs is made on one worker thread and waited for at most
+``BOUNDARY_DEADLINE_S`` (50 ms): a hanging NVML costs a boundary that much at most, once (later
+reads fail at once while the call hangs), and the interval is estimated until NVML answers.
+NVML is initialised once per ``open()`` (the meter's ``start()``), where the devices are listed
+without a deadline, and shut down at ``close()``.
 """
 
 from __future__ import annotations
 
-import csv
-import functools
-import io
 import os
-import re
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Literal
 
 from carbon_callbacks._checks import check_number, check_scope
 from carbon_callbacks.energy.sensors.base import DeviceAbsent, Sensor, SensorError
+from carbon_callbacks.energy.sensors.counters import MAX_REFUSED, CounterTrack
+from carbon_callbacks.energy.sensors.deadline import (
+    BOUNDARY_DEADLINE_S,
+    CallTimedOut,
+    DeadlineWorker,
+)
+from carbon_callbacks.energy.sensors.nvml_devices import (
+    gpu_tdp_table,
+    lookup_gpu_tdp,
+    parse_visible,
+    power_ceiling_w,
+    select_devices,
+)
+from carbon_callbacks.energy.sensors.nvml_devices import text as _text
 from carbon_callbacks.energy.sensors.ranges import NVML_REL, counter_range, model_range
 from carbon_callbacks.records import Energy, Method
+
+__all__ = ["NvmlSensor", "gpu_tdp_table", "lookup_gpu_tdp", "parse_visible"]
 
 IDLE_FRACTION = 0.2
 """GPU model: power at 0% utilisation as a fraction of TDP (an assumption; see module doc)."""
 
 DEFAULT_POLL_HZ = 10.0
 
-
-@functools.lru_cache(maxsize=1)
-def gpu_tdp_table() -> dict[str, float]:
-    """The bundled GPU table: name -> TDP in watts."""
-    path = resources.files("carbon_callbacks.energy.sensors").joinpath("data/gpu_tdp.csv")
-    rows = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline=""))
-    return {row["name"]: float(row["tdp_w"]) for row in rows}
-
-
-def _toks(name: str) -> set[str]:
-    # "80 GB" and "80GB" must read alike.
-    text = re.sub(r"(\d)\s*gb\b", r"\1gb", name.lower().replace("-", " "))
-    return set(re.findall(r"[a-z]+\d*|\d+[a-z]*", text))
-
-
-def lookup_gpu_tdp(name: str) -> tuple[str, float] | None:
-    """The table row whose words all appear in an NVML device name (most words wins)."""
-    have = _toks(name)
-    best = None
-    for row, tdp in gpu_tdp_table().items():
-        need = _toks(row)
-        if need <= have and (best is None or len(need) > len(_toks(best[0]))):
-            best = (row, tdp)
-    return best
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+SHUTDOWN_WAIT_S = 1.0
+"""How long ``close()`` waits for ``nvmlShutdown`` on an idle worker (none when one hangs)."""
 
 
 @dataclass
@@ -77,30 +64,16 @@ class _Gpu:
     label: str
     fraction: float = 1.0
     mode: str = "counter"
-    last_mj: int = 0
+    track: CounterTrack | None = None  # the energy counter, while it is (or was) read
+    ceiling_w: float = 0.0
+    late: bool = False  # the last read missed its deadline
     last_p: float = 0.0
     last_t: float = 0.0
-    joules: float = 0.0
+    joules: float = 0.0  # polled, and gaps filled at a switch
     err: float = 0.0  # polled: accumulated sampling-error bound
     tdp_w: float = 0.0
     model_j: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-
-def parse_visible(value: str | None) -> list[str] | None:
-    """``CUDA_VISIBLE_DEVICES`` as a list of entries, or None when unset.
-
-    Like CUDA, entries after the first invalid one are ignored, and "" hides every GPU.
-    """
-    if value is None:
-        return None
-    out: list[str] = []
-    for raw in value.split(","):
-        entry = raw.strip()
-        if not (entry.isdigit() or entry.startswith(("GPU-", "MIG-"))):
-            break
-        out.append(entry)
-    return out
 
 
 class NvmlSensor(Sensor):
@@ -132,6 +105,8 @@ class NvmlSensor(Sensor):
         self.gpus: list[_Gpu] = []
         self.selection = ""
         self._inited = False
+        self._worker: DeadlineWorker | None = None
+        self._opening = False
 
     # ---- set-up ------------------------------------------------------------------------
 
@@ -166,96 +141,47 @@ class NvmlSensor(Sensor):
             raise DeviceAbsent(f"no NVIDIA GPU: NVML could not start ({_text(exc)})") from exc
         self._inited = True
         try:
-            self.gpus = self._select()
+            devices, self.selection = select_devices(nv, scope=self.scope, gpu_ids=self.gpu_ids,
+                                                     environ=self._environ)
         except Exception as exc:
             self.close()
             raise DeviceAbsent(f"no NVIDIA GPU: NVML could not list devices ({exc})") from exc
+        self.gpus = [_Gpu(d.handle, d.label, d.fraction, notes=d.notes) for d in devices]
         if not self.gpus:
             self.close()
             raise DeviceAbsent(f"no NVIDIA GPU selected ({self.selection})")
-        for g in self.gpus:
-            self._start_gpu(g, now)
+        # One worker per NVML module in the process: meters share it, a hang never adds one.
+        self._worker = DeadlineWorker.acquire(("nvml", id(nv)), "nvml-calls-carbon-callbacks")
+        self._opening = True
+        try:
+            for g in self.gpus:
+                self._start_gpu(g, now)
+        finally:
+            self._opening = False
         polled = any(g.mode in ("polled", "model") for g in self.gpus)
         self.poll_interval = 1.0 / self.poll_hz if polled else None
 
     def _environ(self, key: str) -> str | None:
         return (self.env if self.env is not None else os.environ).get(key)
 
-    def _resolve(self, entry: str) -> tuple[Any, str, bool]:
-        nv = self.nvml
-        if entry.isdigit():
-            return nv.nvmlDeviceGetHandleByIndex(int(entry)), entry, False
-        h = nv.nvmlDeviceGetHandleByUUID(entry)
-        is_mig = entry.startswith("MIG-")
-        if is_mig:
-            h = nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(h)
-        return h, entry, is_mig
-
-    def _mig_count(self, handle: Any) -> int:
-        nv = self.nvml
-        n = 0
-        try:
-            for i in range(int(nv.nvmlDeviceGetMaxMigDeviceCount(handle))):
-                try:
-                    nv.nvmlDeviceGetMigDeviceHandleByIndex(handle, i)
-                    n += 1
-                except Exception:  # NVML_ERROR_NOT_FOUND: that slot is empty
-                    continue
-        except Exception:
-            return 1
-        return max(1, n)
-
-    def _select(self) -> list[_Gpu]:
-        nv = self.nvml
-        count = int(nv.nvmlDeviceGetCount())
-        visible = parse_visible(self._environ("CUDA_VISIBLE_DEVICES"))
-        if self.scope == "machine" and self.gpu_ids is None:
-            entries = [str(i) for i in range(count)]
-            self.selection = f"scope=machine: all {count} GPU(s)"
-        else:
-            pool = visible if visible is not None else [str(i) for i in range(count)]
-            src = "CUDA_VISIBLE_DEVICES" if visible is not None else "all GPUs"
-            if self.gpu_ids is not None:
-                entries = [pool[i] for i in self.gpu_ids if i < len(pool)]
-                missing = [i for i in self.gpu_ids if i >= len(pool)]
-                self.selection = f"gpu_ids={list(self.gpu_ids)} of {src} {pool}"
-                if missing:
-                    self.selection += f" (ids {missing} not visible, ignored)"
-            elif (self._environ("LOCAL_RANK") or "").isdigit() and len(pool) > 1:
-                rank = int(self._environ("LOCAL_RANK") or 0)
-                entries = [pool[rank % len(pool)]]
-                self.selection = f"LOCAL_RANK={rank}: device {entries[0]} of {src} {pool}"
-            else:
-                entries = list(pool)
-                self.selection = f"{src}: {pool}"
-        gpus: dict[str, _Gpu] = {}
-        migs: dict[str, int] = {}
-        for entry in entries:
-            try:
-                handle, label, is_mig = self._resolve(entry)
-                uuid = _text(nv.nvmlDeviceGetUUID(handle))
-                name = _text(nv.nvmlDeviceGetName(handle))
-            except Exception as exc:
-                self.selection += f"; {entry} not found ({_text(exc)})"
-                continue
-            key = uuid
-            if key not in gpus:
-                gpus[key] = _Gpu(handle, f"{name} [{label}]")
-            if is_mig:
-                migs[key] = migs.get(key, 0) + 1
-        for key, k in migs.items():
-            g = gpus[key]
-            if self.scope == "process":
-                n = self._mig_count(g.handle)
-                g.fraction = min(1.0, k / n)
-                g.notes.append(f"MIG: {k} of {n} instances, charged {g.fraction:.2f} of the GPU")
-        return list(gpus.values())
+    def _call(self, fn: Any, *args: Any) -> Any:
+        """An NVML call: direct while opening (start() may wait for a slow driver), else on
+        the worker within the deadline (raises ``CallTimedOut`` past it)."""
+        if self._opening or self._worker is None:
+            return fn(*args)
+        return self._worker.call(fn, *args, deadline=BOUNDARY_DEADLINE_S)
 
     def _start_gpu(self, g: _Gpu, now: float) -> None:
         nv = self.nvml
+        g.ceiling_w, source = power_ceiling_w(nv, g.handle, g.label)
         try:
-            g.last_mj = int(nv.nvmlDeviceGetTotalEnergyConsumption(g.handle))
-            g.mode = "counter"
+            raw = int(nv.nvmlDeviceGetTotalEnergyConsumption(g.handle))
+            track = CounterTrack(f"gpu {g.label}", unit_j=1e-3, ceiling_w=g.ceiling_w)
+            if not track.valid(raw):
+                raise SensorError(f"it reads {raw}")
+            track.open(raw, now)
+            g.track, g.mode = track, "counter"
+            g.notes.append(f"readings judged against {source}")
         except Exception as exc:
             if not self._is(exc, "NVML_ERROR_NOT_SUPPORTED"):
                 g.notes.append(f"energy counter failed ({_text(exc)})")
@@ -265,7 +191,7 @@ class NvmlSensor(Sensor):
 
     def _start_polled(self, g: _Gpu, now: float, first_reason: str = "") -> None:
         try:
-            g.last_p = int(self.nvml.nvmlDeviceGetPowerUsage(g.handle)) / 1000.0
+            g.last_p = int(self._call(self.nvml.nvmlDeviceGetPowerUsage, g.handle)) / 1000.0
             g.mode = "polled"
             if first_reason:
                 g.notes.append(first_reason)
@@ -279,7 +205,7 @@ class NvmlSensor(Sensor):
     def _start_model(self, g: _Gpu) -> None:
         nv = self.nvml
         try:
-            g.tdp_w = int(nv.nvmlDeviceGetEnforcedPowerLimit(g.handle)) / 1000.0
+            g.tdp_w = int(self._call(nv.nvmlDeviceGetEnforcedPowerLimit, g.handle)) / 1000.0
             src = f"power limit {g.tdp_w:g} W"
         except Exception:
             match = lookup_gpu_tdp(g.label)
@@ -293,34 +219,94 @@ class NvmlSensor(Sensor):
 
     # ---- reading -----------------------------------------------------------------------
 
-    def _step(self, g: _Gpu, now: float) -> None:
+    def _fetch(self, gpus: list[_Gpu]) -> list[Any]:
+        """Each GPU's reading for its mode, all in one call within the deadline: a
+        ``(mode, value)`` pair, or the exception its read raised (``CallTimedOut`` for all
+        when NVML did not answer in time)."""
         nv = self.nvml
-        dt = now - g.last_t
+
+        def read_all() -> list[Any]:
+            out: list[Any] = []
+            for g in gpus:
+                try:
+                    if g.mode == "counter":
+                        out.append(("counter", int(nv.nvmlDeviceGetTotalEnergyConsumption(
+                            g.handle))))
+                    elif g.mode == "polled":
+                        out.append(("polled", int(nv.nvmlDeviceGetPowerUsage(g.handle))))
+                    elif g.mode == "model":
+                        out.append(("model", float(nv.nvmlDeviceGetUtilizationRates(
+                            g.handle).gpu)))
+                    else:
+                        out.append(None)
+                except Exception as exc:  # this GPU's read failed; the others stand
+                    out.append(exc)
+            return out
+
         try:
-            if g.mode == "counter":
-                mj = int(nv.nvmlDeviceGetTotalEnergyConsumption(g.handle))
-                g.joules += max(0, mj - g.last_mj) / 1000.0 * g.fraction
-                g.last_mj = mj
-            elif g.mode == "polled":
-                if dt <= 0:
-                    return
-                p = int(nv.nvmlDeviceGetPowerUsage(g.handle)) / 1000.0
-                g.joules += (g.last_p + p) / 2 * dt * g.fraction
-                # Left and right Riemann sums bracket the truth for a monotone step.
-                g.err += abs(p - g.last_p) / 2 * dt * g.fraction
-                g.last_p = p
-            elif g.mode == "model":
-                if dt <= 0:
-                    return
-                u = float(nv.nvmlDeviceGetUtilizationRates(g.handle).gpu) / 100.0
-                g.model_j += g.tdp_w * (IDLE_FRACTION + (1 - IDLE_FRACTION) * u) * dt * g.fraction
-        except Exception as exc:
-            self._degrade(g, exc, now)
+            return list(self._call(read_all))
+        except CallTimedOut as exc:
+            return [exc] * len(gpus)
+
+    def _draw_w(self, g: _Gpu) -> float | None:
+        """The GPU's power now, to tell a stuck counter from an idle GPU (None: unknown)."""
+        try:
+            return int(self._call(self.nvml.nvmlDeviceGetPowerUsage, g.handle)) / 1000.0
+        except Exception:
+            return None
+
+    def _step(self, g: _Gpu, now: float, got: Any) -> None:
+        if isinstance(got, CallTimedOut):
+            self._late(g, got, now)
             return
+        if isinstance(got, BaseException):
+            self._degrade(g, got, now)
+            return
+        if got is None or got[0] != g.mode:
+            return
+        if g.late:
+            g.late = False
+            if g.mode != "counter":  # a counter says so itself when it settles
+                self.report(f"gpu {g.label}: NVML answers again", cause=f"nvml-back:{g.label}")
+        value = got[1]
+        dt = now - g.last_t
+        if g.mode == "counter" and g.track is not None:
+            verdict = g.track.read(value, now, draw_w=lambda: self._draw_w(g))
+            if verdict.note:
+                self.report(verdict.note, cause=f"nvml-{verdict.kind}:{g.label}")
+            if g.track.refused >= MAX_REFUSED:
+                self._degrade(g, SensorError(
+                    f"{MAX_REFUSED} energy counter readings in a row refused as impossible "
+                    "for the GPU"), now)
+                return
+        elif g.mode == "polled":
+            if dt <= 0:
+                return
+            p = value / 1000.0
+            g.joules += (g.last_p + p) / 2 * dt * g.fraction
+            # Left and right Riemann sums bracket the truth for a monotone step.
+            g.err += abs(p - g.last_p) / 2 * dt * g.fraction
+            g.last_p = p
+        elif g.mode == "model":
+            if dt <= 0:
+                return
+            u = value / 100.0
+            g.model_j += g.tdp_w * (IDLE_FRACTION + (1 - IDLE_FRACTION) * u) * dt * g.fraction
         g.last_t = now
+
+    def _late(self, g: _Gpu, exc: CallTimedOut, now: float) -> None:
+        """NVML did not answer in time: the counter's interval is estimated meanwhile; a
+        polled or modelled sample is skipped (the next one spans the gap)."""
+        first, g.late = not g.late, True
+        note = g.track.late(now).note if g.mode == "counter" and g.track is not None else ""
+        if first:
+            note = note or f"gpu {g.label}: no {g.mode} reading in time; skipped until NVML answers"
+            self.report(f"{note} ({exc})", cause=f"nvml-late:{g.label}")
 
     def _degrade(self, g: _Gpu, exc: BaseException, now: float) -> None:
         before, last_t = g.mode, g.last_t
+        if g.track is not None:  # its estimate since its last good reading stays
+            last_t = max(last_t, g.track.give_up())
         if before == "counter":
             self._start_polled(g, now)
             if g.mode == "polled":
@@ -340,9 +326,10 @@ class NvmlSensor(Sensor):
             self.poll_interval = 1.0 / self.poll_hz
 
     def sample(self, now: float) -> None:
-        for g in self.gpus:
-            if g.mode in ("polled", "model"):
-                self._step(g, now)
+        gpus = [g for g in self.gpus if g.mode in ("polled", "model")]
+        if gpus:
+            for g, got in zip(gpus, self._fetch(gpus), strict=True):
+                self._step(g, now, got)
 
     # Read-only where Sensor has a plain attribute: the worst of the GPUs' modes.
     @property
@@ -352,19 +339,27 @@ class NvmlSensor(Sensor):
     def totals(self, now: float) -> Energy:
         if not self._inited:
             raise SensorError("NVML is not initialised")
-        for g in self.gpus:
-            self._step(g, now)
-        return self.last_good()
+        for g, got in zip(self.gpus, self._fetch(self.gpus), strict=True):
+            self._step(g, now, got)
+        # A counter interval that holds an estimate is reported as one.
+        methods = [Method.MODEL if g.track is not None and g.track.take_estimated() else g.mode
+                   for g in self.gpus]
+        return self.last_good(Method.worst(*methods))
 
-    def last_good(self) -> Energy:
+    def last_good(self, method: Method | None = None) -> Energy:
         j = low = high = 0.0
         for g in self.gpus:
+            if g.track is not None:
+                tj, tlo, thi = g.track.bounds(NVML_REL)
+                j += tj * g.fraction
+                low += tlo * g.fraction
+                high += thi * g.fraction
             lo, hi = counter_range(g.joules, NVML_REL)
             mlo, mhi = model_range(g.model_j)
             j += g.joules + g.model_j
             low += max(0.0, lo - g.err) + mlo
             high += hi + g.err + mhi
-        return Energy(j, low, high, self.method, self.reason,
+        return Energy(j, low, high, method or self.method, self.reason,
                       tuple(g.label for g in self.gpus))
 
     @property
@@ -380,12 +375,23 @@ class NvmlSensor(Sensor):
         return "; ".join(parts) + (f"; selected by {self.selection}" if self.selection else "")
 
     def close(self) -> None:
-        if self._inited:
-            self._inited = False
+        if not self._inited:
+            return
+        self._inited = False
+        shutdown = self.nvml.nvmlShutdown
+
+        def quietly() -> None:
             try:
-                self.nvml.nvmlShutdown()
+                shutdown()
             except Exception:  # shutting down must never raise into stop()
                 pass
+
+        worker, self._worker = self._worker, None
+        if worker is None:
+            quietly()
+        else:
+            # After any call still hanging, on the worker: stop() never waits on a hang.
+            worker.release(quietly, wait=0.0 if worker.hanging_s else SHUTDOWN_WAIT_S)
 
     def describe(self) -> str:
         return f"gpu: {self.method} - {self.reason}"

@@ -1,190 +1,14 @@
-"""Fakes of the hardware boundaries, for tests and benchmarks (no real RAPL or GPU needed).
-
-``FakePowercap`` builds a ``/sys/class/powercap``-like folder whose counters a test advances by
-known joules (wrapping like the kernel does); ``FakeNVML`` is a pynvml-like module object with
-GPUs whose energy counter or power reading follow a known trace.
-
-Example::
-
-    tree = FakePowercap(tmp_path)
-    pkg = tree.add_zone("intel-rapl:0", "package-0")
-    meter = EnergyMeter(rapl_root=tmp_path, nvml=FakeNVML([]), scope="machine")
-    meter.start(); a = meter.mark()
-    tree.advance(pkg, 12.5)                 # 12.5 J used by socket 0
-    assert meter.window(a, meter.mark()).component_joules("cpu") == 12.5
-"""
+"""A pynvml-like module object over fake GPUs whose energy counter and power follow a known trace,
+with the faults real drivers show (calls that hang, counters that read garbage)."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
-
-DEFAULT_MAX_RANGE_UJ = 262_143_328_850
-"""``max_energy_range_uj`` of a typical Intel package domain (2^32 units of 61 uJ)."""
-
-
-@dataclass(eq=False)  # identity semantics, so zones can key a dict of powers
-class FakeZone:
-    """One powercap zone of a ``FakePowercap`` tree."""
-
-    path: Path
-    name: str
-    max_range_uj: int
-    energy_uj: int = 0
-    wraps: int = 0
-    total_uj: int = 0
-
-
-class FakePowercap:
-    """A fake powercap folder: zones with ``name``, ``energy_uj`` and ``max_energy_range_uj``.
-
-    Args:
-        root: an empty or missing folder to build the tree in.
-    """
-
-    def __init__(self, root: str | os.PathLike[str], *, control_type: bool = True) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.zones: dict[str, FakeZone] = {}
-        self._lock = threading.Lock()
-        if control_type:
-            # Real trees have the control-type folder with a ``subsystem`` link back to the
-            # class folder; some tools (CodeCarbon) list zones through it.
-            ct = self.root / "intel-rapl"
-            ct.mkdir(exist_ok=True)
-            (ct / "enabled").write_text("1\n")
-            if not (ct / "subsystem").exists():
-                os.symlink("..", ct / "subsystem")
-
-    def add_zone(self, zone: str, name: str, *, max_range_uj: int = DEFAULT_MAX_RANGE_UJ,
-                 energy_uj: int = 0, max_power_w: float | None = None) -> FakeZone:
-        """Create a zone folder such as ``intel-rapl:0`` (or ``intel-rapl:0:2`` for a subzone).
-
-        Args:
-            zone: the folder name under root.
-            name: the domain name the kernel gives (``package-0``, ``dram``, ``psys``, ``core``).
-            max_range_uj: where the counter wraps.
-            energy_uj: the counter's starting value.
-            max_power_w: written as ``constraint_0_max_power_uw`` when given.
-
-        Returns:
-            The zone, to pass to ``advance``.
-        """
-        path = self.root / zone
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "name").write_text(name + "\n")
-        (path / "max_energy_range_uj").write_text(f"{max_range_uj}\n")
-        if max_power_w is not None:
-            (path / "constraint_0_max_power_uw").write_text(f"{int(max_power_w * 1e6)}\n")
-        z = FakeZone(path, name, max_range_uj, energy_uj)
-        self._write(z)
-        self.zones[zone] = z
-        return z
-
-    @staticmethod
-    def _write(z: FakeZone) -> None:
-        # Write then rename so a reader never sees a half-written number.
-        tmp = z.path / ".energy_uj.tmp"
-        tmp.write_text(f"{z.energy_uj}\n")
-        os.replace(tmp, z.path / "energy_uj")
-
-    def advance(self, zone: FakeZone | str, joules: float) -> None:
-        """Add energy to a zone's counter, wrapping at ``max_energy_range_uj`` like the kernel."""
-        z = self.zones[zone] if isinstance(zone, str) else zone
-        uj = int(round(joules * 1e6))
-        with self._lock:
-            z.total_uj += uj
-            raw = z.energy_uj + uj
-            z.wraps += raw // z.max_range_uj
-            z.energy_uj = raw % z.max_range_uj
-            self._write(z)
-
-    def drive(self, powers: dict[FakeZone | str, float], step: float = 0.01) -> PowerDriver:
-        """Advance zones at constant power from a background thread until ``stop()``.
-
-        Args:
-            powers: watts per zone.
-            step: seconds between counter updates.
-
-        Returns:
-            The running driver; ``stop()`` returns the joules written per zone name.
-
-        Example::
-
-            with tree.drive({pkg: 65.0}) as driver:
-                ...                     # code under measurement
-            truth = driver.written["intel-rapl:0"]
-        """
-        return PowerDriver(self, powers, step).start()
-
-    def remove_counter(self, zone: FakeZone | str) -> None:
-        """Make a zone's ``energy_uj`` vanish, as when a driver is unloaded mid-run."""
-        z = self.zones[zone] if isinstance(zone, str) else zone
-        (z.path / "energy_uj").unlink()
-
-    def mirror(self, zone: str, of: FakeZone | str) -> FakeZone:
-        """Create a zone that reads the same counter as another (mirrored AMD die domains)."""
-        src = self.zones[of] if isinstance(of, str) else of
-        path = self.root / zone
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "name").write_text(src.name + "\n")
-        (path / "max_energy_range_uj").write_text(f"{src.max_range_uj}\n")
-        os.symlink(src.path / "energy_uj", path / "energy_uj")
-        z = FakeZone(path, src.name, src.max_range_uj, src.energy_uj)
-        return z
-
-
-class PowerDriver:
-    """A thread that advances ``FakePowercap`` zones at constant power (see ``drive``)."""
-
-    def __init__(self, tree: FakePowercap, powers: dict[FakeZone | str, float],
-                 step: float) -> None:
-        self.tree = tree
-        self.powers = {(tree.zones[z] if isinstance(z, str) else z): w for z, w in powers.items()}
-        self.step = step
-        self.written: dict[str, float] = {z.path.name: 0.0 for z in self.powers}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fake-powercap-driver",
-                                        daemon=True)
-
-    def _run(self) -> None:
-        last = time.monotonic()
-        while not self._stop.wait(self.step):
-            now = time.monotonic()
-            self._advance(now - last)
-            last = now
-        self._advance(time.monotonic() - last)
-
-    def _advance(self, dt: float) -> None:
-        for z, w in self.powers.items():
-            self.tree.advance(z, w * dt)
-            self.written[z.path.name] += int(round(w * dt * 1e6)) / 1e6
-
-    def start(self) -> PowerDriver:
-        """Start writing."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> dict[str, float]:
-        """Stop writing; returns the joules written per zone folder name."""
-        self._stop.set()
-        self._thread.join()
-        return dict(self.written)
-
-    def __enter__(self) -> PowerDriver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-# ---- NVML ---------------------------------------------------------------------------------
 
 NVML_SUCCESS = 0
 NVML_ERROR_UNINITIALIZED = 1
@@ -214,6 +38,15 @@ class FakeGPU:
         power_supported: whether ``nvmlDeviceGetPowerUsage`` is supported.
         mig_instances: MIG device UUIDs on this GPU (MIG mode on when non-empty).
         fail_after: raise NVML_ERROR_GPU_IS_LOST once the clock passes this many seconds.
+        power_limit_w: the enforced power limit; the highest settable one is the same.
+        energy_j: the exact energy since clock zero at time t, when the trace has one (else
+            ``power_w`` is integrated in 1 ms steps).
+        energy_fault: what the energy counter reads, given its true value (mJ) and the
+            clock: a test's garbage (negative, backwards, stuck), or None for the truth.
+        hang_after: from this clock time on, each measurement call (energy, power,
+            utilisation) blocks for ``hang_s`` seconds first, as a wedged driver does (until
+            ``FakeNVML.release_hangs()``).
+        hang_s: how long each such call blocks.
     """
 
     name: str = "NVIDIA H100 80GB HBM3"
@@ -224,6 +57,11 @@ class FakeGPU:
     mig_instances: Sequence[str] = ()
     fail_after: float | None = None
     energy_offset_mj: int = 123_456_789
+    power_limit_w: float = 700.0
+    energy_j: Callable[[float], float] | None = None
+    energy_fault: Callable[[int, float], int] | None = None
+    hang_after: float | None = None
+    hang_s: float = 0.0
     calls: dict[str, int] = field(default_factory=dict)
 
 
@@ -257,6 +95,13 @@ class FakeNVML:
         self.initialised = 0
         self._lock = threading.Lock()
         self._energy_cache: dict[int, tuple[float, float]] = {}
+        self._released = threading.Event()
+        self.hangs = 0
+        """Calls that blocked (see ``FakeGPU.hang_after``)."""
+
+    def release_hangs(self) -> None:
+        """End every hanging call now and let later ones through (a test's teardown)."""
+        self._released.set()
 
     # library lifetime
     def nvmlInit(self) -> None:  # noqa: N802 - pynvml's names
@@ -276,6 +121,11 @@ class FakeNVML:
         gpu.calls[what] = gpu.calls.get(what, 0) + 1
         if gpu.fail_after is not None and self.clock() >= gpu.fail_after:
             raise FakeNVMLError(NVML_ERROR_GPU_IS_LOST)
+        if (what in ("energy", "power", "util") and gpu.hang_after is not None
+                and self.clock() >= gpu.hang_after and not self._released.is_set()):
+            with self._lock:
+                self.hangs += 1
+            self._released.wait(gpu.hang_s)
         return gpu
 
     # devices
@@ -331,6 +181,9 @@ class FakeNVML:
     # measurements
     def _energy_j(self, index: int, t: float) -> float:
         """Exact integral of power_w from 0 to t (cached, extended in 1 ms steps)."""
+        exact = self.gpus[index].energy_j
+        if exact is not None:
+            return exact(t)
         with self._lock:
             t_done, e = self._energy_cache.get(index, (0.0, 0.0))
             if t < t_done:
@@ -347,7 +200,9 @@ class FakeNVML:
         g = self._check(handle, "energy")
         if not g.energy_counter:
             raise FakeNVMLError(NVML_ERROR_NOT_SUPPORTED)
-        return g.energy_offset_mj + int(self._energy_j(handle.index, self.clock()) * 1000)
+        now = self.clock()
+        true_mj = g.energy_offset_mj + int(self._energy_j(handle.index, now) * 1000)
+        return true_mj if g.energy_fault is None else int(g.energy_fault(true_mj, now))
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:  # noqa: N802
         g = self._check(handle, "power")
@@ -356,8 +211,12 @@ class FakeNVML:
         return int(round(g.power_w(self.clock()) * 1000))
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:  # noqa: N802
-        self._check(handle, "limit")
-        return 700_000
+        return int(self._check(handle, "limit").power_limit_w * 1000)
+
+    nvmlDeviceGetPowerManagementLimit = nvmlDeviceGetEnforcedPowerLimit
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: Any) -> list[int]:  # noqa: N802
+        return [100_000, int(self._check(handle, "limit").power_limit_w * 1000)]
 
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:  # noqa: N802
         self._check(handle, "util")
@@ -366,3 +225,29 @@ class FakeNVML:
     def energy_j(self, index: int, t0: float, t1: float) -> float:
         """The true energy of GPU ``index`` between two clock values, for assertions."""
         return self._energy_j(index, t1) - self._energy_j(index, t0)
+
+    def as_module(self, name: str = "pynvml") -> ModuleType:
+        """This fake as an importable module, for code that imports ``pynvml`` itself.
+
+        Every NVML function and error code of the fake becomes a module attribute; any other
+        ``nvml...`` function raises NOT_SUPPORTED, as a real driver does for a feature the
+        board lacks. Put it in ``sys.modules[name]`` (or return it from a ``pynvml.py`` on
+        ``PYTHONPATH``) before the code under test imports it.
+        """
+        module = ModuleType(name, "A fake pynvml (carbon_callbacks.testing.FakeNVML).")
+        for attr in dir(self):
+            if attr.startswith(("nvml", "NVML")):
+                setattr(module, attr, getattr(self, attr))
+        module.NVMLError = FakeNVMLError  # type: ignore[attr-defined]
+        module.NVML_SUCCESS = NVML_SUCCESS  # type: ignore[attr-defined]
+
+        def not_supported(*args: Any, **kwargs: Any) -> Any:
+            raise FakeNVMLError(NVML_ERROR_NOT_SUPPORTED)
+
+        def missing(attr: str) -> Any:
+            if attr.startswith("nvml"):
+                return not_supported
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+
+        module.__getattr__ = missing  # type: ignore[attr-defined]
+        return module
