@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
 from typing import Any
 
 
@@ -44,7 +45,7 @@ class Method(str, Enum):
     @property
     def rank(self) -> int:
         """0 for the best method (``counter``), 3 for ``unavailable``."""
-        return _RANK[self]
+        return METHOD_RANK[self]
 
     @classmethod
     def worst(cls, *methods: str) -> Method:
@@ -55,7 +56,7 @@ class Method(str, Enum):
         """
         if not methods:
             raise ValueError("Method.worst: give at least one method")
-        return max((cls(m) for m in methods), key=_RANK.__getitem__)
+        return max((cls(m) for m in methods), key=METHOD_RANK.__getitem__)
 
     def __lt__(self, other: object) -> bool:
         return self.rank < Method(other).rank
@@ -70,7 +71,9 @@ class Method(str, Enum):
         return self.rank >= Method(other).rank
 
 
-_RANK: dict[Method, int] = {m: i for i, m in enumerate(Method)}
+METHOD_RANK: Mapping[str, int] = MappingProxyType({m: i for i, m in enumerate(Method)})
+"""Each method's place in ``Method``'s order, 0 for the best, keyed by member or plain string
+(for code ranking strings that may not be methods at all, such as imported records' labels)."""
 
 JOULES_PER_KWH = 3_600_000.0
 JOULES_PER_WH = 3_600.0
