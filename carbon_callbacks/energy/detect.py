@@ -8,7 +8,7 @@ from typing import Any, Literal
 from carbon_callbacks.energy.meter import EnergyMeter
 from carbon_callbacks.energy.sensors.base import SensorError
 from carbon_callbacks.energy.sensors.cpu_model import lookup_tdp, read_cpu_info
-from carbon_callbacks.energy.sensors.rapl import discover, read_energy_uj
+from carbon_callbacks.energy.sensors.rapl_zones import discover, read_energy_uj
 
 
 def detect_report(

@@ -7,7 +7,6 @@ that must be polled (GPU power without an energy counter, the load-based models)
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import logging
@@ -15,14 +14,13 @@ import os
 import threading
 import time
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
 from carbon_callbacks._checks import check_scope
 from carbon_callbacks._warn import WarnOnce
 from carbon_callbacks.energy.defaults import build_sensors
+from carbon_callbacks.energy.marks import MarkBook, MarkDetail, window_between
 from carbon_callbacks.energy.sensors.base import (
     ChainStatus,
     FallbackChain,
@@ -30,7 +28,7 @@ from carbon_callbacks.energy.sensors.base import (
     check_interval,
     monotonic,
 )
-from carbon_callbacks.records import Energy, Method, Reading, Window
+from carbon_callbacks.records import Energy, Reading, Window
 
 logger = logging.getLogger(__name__)
 _warned = WarnOnce(logger)
@@ -38,20 +36,11 @@ _warned = WarnOnce(logger)
 DEFAULT_INTERVAL = 1.0
 """Seconds between the thread's reads. Polled GPU power asks for 10 Hz on its own."""
 
-_MAX_MARKS = 10_000
 _METER_IDS = itertools.count(1)  # never reused, unlike id(): a Reading names its meter by it
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-_FROM_ZERO = Energy(0.0, 0.0, 0.0, Method.COUNTER)  # the start of a component that began later
 # Every meter alive in this process, so a fork can hand the child fresh locks and identities.
 _METERS: weakref.WeakSet[EnergyMeter] = weakref.WeakSet()
-
-
-@dataclass(frozen=True)
-class _MarkDetail:
-    run: int
-    totals: Mapping[str, Energy]
-    notes: tuple[int, ...]  # len(chain.notes) per chain, in chain order
 
 
 class Meter(Protocol):
@@ -153,7 +142,7 @@ class EnergyMeter:
         self._running = False
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
-        self._marks: OrderedDict[int, _MarkDetail] = OrderedDict()
+        self._marks = MarkBook()
         self._start_reading: Reading | None = None
         self._methods: dict[str, str] = {}
         self.last_window: Window | None = None
@@ -337,13 +326,8 @@ class EnergyMeter:
         notes = tuple(len(c.notes) for c in self._chains)
         seq = next(self._seq)
         self._methods = {k: v.method for k, v in totals.items()}
-        self._marks[seq] = _MarkDetail(self._run, totals, notes)
-        while len(self._marks) > _MAX_MARKS:
-            oldest = next(iter(self._marks))
-            if self._start_reading is not None and oldest == self._start_reading.seq:
-                self._marks.move_to_end(oldest)
-                oldest = next(iter(self._marks))
-            del self._marks[oldest]
+        self._marks.add(seq, MarkDetail(totals, notes),
+                        keep=self._start_reading.seq if self._start_reading else None)
         return Reading(
             monotonic=now, wall=wall, joules={k: v.joules for k, v in totals.items()},
             methods={k: v.method for k, v in totals.items()}, seq=seq, meter=self._id,
@@ -380,30 +364,9 @@ class EnergyMeter:
                 "between them); take both readings after the same start()"
             )
         with self._lock:
-            da = self._marks.get(a.seq)
-            db = self._marks.get(b.seq)
+            da, db = self._marks.get(a.seq), self._marks.get(b.seq)
             chains = list(self._chains)
-        comps: dict[str, Energy] = {}
-        for name, jb in b.joules.items():
-            tb = db.totals.get(name) if db else None
-            if da is not None and tb is not None:
-                # Both ends known (none at a: the component began after a, so from 0).
-                part = tb - da.totals.get(name, _FROM_ZERO)
-            else:
-                # An end whose detail was evicted: subtracting a zero baseline would make the
-                # range span the whole run, so the method's relative band is used instead.
-                j = max(0.0, jb - a.joules.get(name, 0.0))
-                method = b.methods.get(name, Method.UNAVAILABLE)
-                part = Energy(j, *_relative_range(j, method), method)
-            if db is not None and da is not None:
-                new = [note for i, c in enumerate(chains) if c.component == name
-                       for note in c.notes[da.notes[i]:db.notes[i]]]
-                if new:
-                    reason = "; ".join([*new, part.reason]) if part.reason else "; ".join(new)
-                    part = dataclasses.replace(part, reason=reason)
-            comps[name] = part
-        return Window(start_wall=a.wall, end_wall=b.wall,
-                      seconds=max(0.0, b.monotonic - a.monotonic), components=comps)
+        return window_between(a, b, da, db, chains)
 
     # ---- thread ------------------------------------------------------------------------
 
@@ -439,19 +402,6 @@ class EnergyMeter:
                     wait = min(wait, d - now)
             if stop_event.wait(max(0.001, wait)):
                 return
-
-
-def _relative_range(joules: float, method: str) -> tuple[float, float]:
-    """The widest band a method can have, for readings this meter holds no detail for."""
-    from carbon_callbacks.energy.sensors import ranges
-
-    if method == "counter":
-        return ranges.counter_range(joules, ranges.RAPL_AMD_REL)
-    if method == "polled":
-        return ranges.counter_range(joules, 2 * ranges.NVML_REL)
-    if method == "model":
-        return ranges.model_range(joules)
-    return joules, joules
 
 
 def _after_fork_in_child() -> None:

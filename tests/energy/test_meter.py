@@ -378,9 +378,9 @@ def test_start_during_stop_waits_and_does_not_have_its_sensors_closed():
 
 
 def test_window_with_an_evicted_start_mark_uses_the_relative_range(monkeypatch):
-    import carbon_callbacks.energy.meter as meter_module
+    import carbon_callbacks.energy.marks as marks_module
 
-    monkeypatch.setattr(meter_module, "_MAX_MARKS", 5)
+    monkeypatch.setattr(marks_module, "MAX_MARKS", 5)
     m = EnergyMeter(sensors=[ClockSensor(watts=10.0, rel=0.05)]).start()
     time.sleep(0.2)
     a = m.mark()
