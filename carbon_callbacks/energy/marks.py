@@ -23,12 +23,28 @@ MAX_MARKS = 10_000
 _FROM_ZERO = Energy(0.0, 0.0, 0.0, Method.COUNTER)  # the start of a component that began later
 
 
+MethodCounts = Mapping[str, tuple[int, ...]]
+"""Per component, how many readings of the run so far had each method (in ``Method`` order)."""
+
+
 @dataclass(frozen=True)
 class MarkDetail:
-    """One reading's detail: each component's cumulative energy, and each chain's note count."""
+    """One reading's detail: each component's cumulative energy, each chain's note count, and
+    the run's method counts up to it (so a window knows the worst method inside it)."""
 
     totals: Mapping[str, Energy]
     notes: tuple[int, ...]  # len(chain.notes) per chain, in chain order
+    methods: MethodCounts = dataclasses.field(default_factory=dict)
+
+
+def count_methods(before: MethodCounts, totals: Mapping[str, Energy]) -> MethodCounts:
+    """``before`` with one more reading of each component's method."""
+    out = dict(before)
+    for name, energy in totals.items():
+        counts = list(out.get(name, (0,) * len(Method)))
+        counts[energy.method.rank] += 1
+        out[name] = tuple(counts)
+    return out
 
 
 class MarkBook:
@@ -73,14 +89,26 @@ def window_between(a: Reading, b: Reading, da: MarkDetail | None, db: MarkDetail
             method = b.methods.get(name, Method.UNAVAILABLE)
             part = Energy(j, *_relative_range(j, method), method)
         if db is not None and da is not None:
+            # A reading inside the window may have had a worse method than its end (an
+            # interval estimated, then settled): the window is only as good as its worst.
+            worst = _worst_between(da.methods.get(name), db.methods.get(name))
             new = [note for i, c in enumerate(chains) if c.component == name
                    for note in c.notes[da.notes[i]:db.notes[i]]]
-            if new:
+            if new or (worst is not None and worst > part.method):
                 reason = "; ".join([*new, part.reason]) if part.reason else "; ".join(new)
-                part = dataclasses.replace(part, reason=reason)
+                method = part.method if worst is None else Method.worst(part.method, worst)
+                part = dataclasses.replace(part, reason=reason, method=method)
         comps[name] = part
     return Window(start_wall=a.wall, end_wall=b.wall,
                   seconds=max(0.0, b.monotonic - a.monotonic), components=comps)
+
+
+def _worst_between(a: tuple[int, ...] | None, b: tuple[int, ...] | None) -> Method | None:
+    if b is None:
+        return None
+    a = a or (0,) * len(b)
+    seen = [m for m, n0, n1 in zip(Method, a, b, strict=True) if n1 > n0]
+    return Method.worst(*seen) if seen else None
 
 
 def _relative_range(joules: float, method: str) -> tuple[float, float]:

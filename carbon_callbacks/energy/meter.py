@@ -20,7 +20,13 @@ from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 from carbon_callbacks._checks import check_scope
 from carbon_callbacks._warn import WarnOnce
 from carbon_callbacks.energy.defaults import build_sensors
-from carbon_callbacks.energy.marks import MarkBook, MarkDetail, window_between
+from carbon_callbacks.energy.marks import (
+    MarkBook,
+    MarkDetail,
+    MethodCounts,
+    count_methods,
+    window_between,
+)
 from carbon_callbacks.energy.sensors.base import (
     ChainStatus,
     FallbackChain,
@@ -143,6 +149,7 @@ class EnergyMeter:
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._marks = MarkBook()
+        self._method_counts: MethodCounts = {}
         self._start_reading: Reading | None = None
         self._methods: dict[str, str] = {}
         self.last_window: Window | None = None
@@ -196,6 +203,7 @@ class EnergyMeter:
             if self._running:
                 return self
             self._run += 1
+            self._method_counts = {}
             now = monotonic()
             for c in self._chains:
                 c.open(now)
@@ -326,7 +334,8 @@ class EnergyMeter:
         notes = tuple(len(c.notes) for c in self._chains)
         seq = next(self._seq)
         self._methods = {k: v.method for k, v in totals.items()}
-        self._marks.add(seq, MarkDetail(totals, notes),
+        self._method_counts = count_methods(self._method_counts, totals)
+        self._marks.add(seq, MarkDetail(totals, notes, self._method_counts),
                         keep=self._start_reading.seq if self._start_reading else None)
         return Reading(
             monotonic=now, wall=wall, joules={k: v.joules for k, v in totals.items()},

@@ -523,3 +523,23 @@ def test_stop_in_a_forked_child_returns_none_and_leaves_the_parent_running():
     assert out == {"window": False, "running": False}
     assert m.running and len(meter_threads()) == 1
     assert m.stop() is not None
+
+
+def test_a_window_is_only_as_good_as_the_worst_reading_inside_it():
+    class OnceEstimated(ClockSensor):
+        """A counter whose second read was estimated (a refused reading, say)."""
+
+        reads = 0
+
+        def totals(self, now: float) -> Energy:
+            self.reads += 1
+            t = super().totals(now)
+            return Energy(t.joules, t.low, t.high, "model" if self.reads == 3 else "counter")
+
+    m = EnergyMeter(sensors=[OnceEstimated()]).start()  # read 1 at start()
+    a, b, c, d = m.mark(), m.mark(), m.mark(), m.mark()  # reads 2 to 5: b was estimated
+    m.stop()
+    assert b.methods["cpu"] == "model" and c.methods["cpu"] == "counter"
+    assert m.window(a, c).methods == {"cpu": "model"}  # b lies inside
+    assert m.window(b, c).methods == {"cpu": "counter"}  # b is its start, read before it
+    assert m.window(c, d).methods == {"cpu": "counter"}

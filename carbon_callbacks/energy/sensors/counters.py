@@ -45,6 +45,10 @@ STUCK_S = 1.0
 MIN_DRAW_W = 1.0
 """Power below which a device could leave its millijoule counter unmoved for ``STUCK_S``."""
 
+POWER_SPAN_S = 1.0
+"""The neighbouring power is the mean over at least this long: over the few milliseconds
+between two close boundaries a counter's steps (and when the read is made) dominate it."""
+
 Kind = Literal["ok", "wraps", "settled", "rebased", "refused", "late"]
 
 
@@ -88,9 +92,12 @@ class CounterTrack:
         self.estimated = False  # an estimate entered the figures since take_estimated()
         self._good: tuple[int, float] = (raw, now)
         self._moved = now  # when the counter last changed
+        self._last_raw = raw
         self._candidate: tuple[int, float] | None = None
         self._late = False
         self._until = now  # the open estimate runs to here
+        self._power_from = (0.0, now)  # (joules, time) the neighbouring power is measured from
+        self._power_settled = False  # measured over a whole POWER_SPAN_S yet
 
     # ---- figures -----------------------------------------------------------------------
 
@@ -112,8 +119,8 @@ class CounterTrack:
 
     def take_estimated(self) -> bool:
         """Whether an estimate entered the figures since the last call (or one is open now)."""
-        out = self.estimated or self.pending > 0
-        self.estimated = self.pending > 0
+        out = self.estimated
+        self.estimated = self._late or self.refused > 0
         return out
 
     def valid(self, raw: int) -> bool:
@@ -139,11 +146,14 @@ class CounterTrack:
         if not self.valid(raw):
             why = "below 0" if raw < 0 else f"beyond its range {self.wrap}"
             return self._refuse(now, None, f"read {raw} ({why})")
-        if raw != self._good[0]:
-            self._moved = now
+        if raw != self._last_raw:
+            self._last_raw, self._moved = raw, now
         elif draw_w is not None and now - self._moved >= STUCK_S:
             watts = draw_w()
             if watts is not None and watts >= MIN_DRAW_W:
+                # Nothing was counted since it stopped: the estimate runs from then.
+                if self._good[0] == raw:
+                    self._good = (raw, min(self._good[1], self._moved))
                 return self._refuse(now, None, f"has not moved for {now - self._moved:.3g} s "
                                                f"while the device draws {watts:.3g} W")
         step = self._step(self._good, raw, now)
@@ -175,6 +185,7 @@ class CounterTrack:
         first = not self._late
         self._late = True
         self._extend(now)
+        self.estimated = True
         note = ""
         if first:
             note = (f"{self.label}: no reading in time; the interval is estimated at "
@@ -189,6 +200,9 @@ class CounterTrack:
         """
         until = self._until if self.pending else self._good[1]
         self._settle(self.pending, self.pending_top)
+        self.refused = 0
+        self._late = False
+        self._candidate = None
         return until
 
     # ---- internals ---------------------------------------------------------------------
@@ -232,6 +246,19 @@ class CounterTrack:
         return (f"rose {d:.4g} J in {dt:.3g} s, {d / max(dt, 1e-9):.4g} W against a "
                 f"{self.ceiling_w:g} W ceiling")
 
+    def _measure_power(self, now: float) -> None:
+        j0, t0 = self._power_from
+        span = now - t0
+        if span <= 0:
+            return
+        if span >= POWER_SPAN_S or not self._power_settled:
+            # Until a whole span has passed, the mean since open; capped: a counter that
+            # stepped once in a short span reads far above the mean.
+            self.power_w = min((self.joules - j0) / span, self.ceiling_w)
+        if span >= POWER_SPAN_S:
+            self._power_from = (self.joules, now)
+            self._power_settled = True
+
     def _power(self) -> float:
         return self.power_w if self.power_w is not None else self.ceiling_w / 2
 
@@ -258,6 +285,7 @@ class CounterTrack:
             self._candidate = (raw, now)
         first = self.refused == 1
         self._extend(now)
+        self.estimated = True  # whatever the estimate, this interval was not read
         note = ""
         if first:
             note = (f"{self.label}: counter reading refused, it {why}; this interval is "
@@ -279,9 +307,8 @@ class CounterTrack:
                             f"take at {self.ceiling_w:g} W: {wraps} unseen wrap(s) estimated "
                             f"from the neighbouring {self._power():.3g} W, range widened by "
                             f"{most - sure:.4g} J")
-        elif dt > 0:
-            # Capped: a counter stepping once in a short interval reads far above the mean.
-            self.power_w = min(point / dt, self.ceiling_w)
+        elif point > 0:  # a counter that did not move says nothing of the power yet
+            self._measure_power(now)
         # Never below what was shown: an estimate above what the counter then read is kept,
         # inside the range, rather than letting the total run backwards.
         short = before - self.joules
