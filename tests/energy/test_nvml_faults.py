@@ -136,9 +136,10 @@ def test_a_hanging_nvml_costs_a_boundary_one_deadline_at_most_and_piles_up_no_th
         w = m.stop()
         stop_s = time.perf_counter() - t
     assert w is not None
-    # One boundary waits the deadline; the others see the call still hanging and go on.
-    assert sum(1 for x in waits if x >= BOUNDARY_DEADLINE_S * 0.9) == 1
-    assert max(waits) < BOUNDARY_DEADLINE_S + 0.5  # the bound, plus a loaded machine's slack
+    # One boundary waits the deadline; the others see the call still hanging and go on
+    # (each call hangs 30 s). The slack is a loaded machine's scheduling, not the design.
+    assert max(waits) < BOUNDARY_DEADLINE_S + 0.5
+    assert sum(waits) < BOUNDARY_DEADLINE_S + 1.0
     assert stop_s < 0.5  # stop() does not wait for the hanging call either
     assert nv.hangs == 1 and max(counts) == 2  # the meter's thread and the NVML worker only
     gpu = w.components["gpu"]
