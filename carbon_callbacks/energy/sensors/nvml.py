@@ -16,8 +16,9 @@ Per GPU, the best source that answers is used:
 Which GPUs are measured, and the power ceiling a reading is judged by: ``nvml_devices.py``.
 
 Every read while the meter runs is made on one worker thread and waited for at most
-``BOUNDARY_DEADLINE_S`` (50 ms): a hanging NVML costs a boundary that much at most, once (later
-reads fail at once while the call hangs), and the interval is estimated until NVML answers.
+``BOUNDARY_DEADLINE_S`` (50 ms) from the call's start (``MAX_WAIT_S``, 250 ms, in all): a hanging
+NVML costs a boundary that much at most, once (later reads fail at once while the call hangs),
+and the interval is estimated until NVML answers.
 NVML is initialised once per ``open()`` (the meter's ``start()``), where the devices are listed
 without a deadline, and shut down at ``close()``.
 """
