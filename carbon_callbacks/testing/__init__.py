@@ -27,6 +27,7 @@ from carbon_callbacks.testing.nvml import (
     FakeGPU,
     FakeNVML,
     FakeNVMLError,
+    FakeNVMLNotSupported,
 )
 from carbon_callbacks.testing.powercap import (
     DEFAULT_MAX_RANGE_UJ,
@@ -45,6 +46,7 @@ __all__ = [
     "FakeGPU",
     "FakeNVML",
     "FakeNVMLError",
+    "FakeNVMLNotSupported",
     "FakePowercap",
     "FakeZone",
     "PowerDriver",

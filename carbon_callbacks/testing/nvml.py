@@ -17,6 +17,10 @@ NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
 
 
+NVML_TEMPERATURE_GPU = 0
+NVML_COMPUTEMODE_DEFAULT = 0
+
+
 class FakeNVMLError(Exception):
     """Stands for ``pynvml.NVMLError``: carries the NVML return code in ``value``."""
 
@@ -27,6 +31,13 @@ class FakeNVMLError(Exception):
     def __str__(self) -> str:
         return {3: "Not Supported", 1: "Uninitialized", 15: "GPU is lost",
                 12: "NVML Shared Library Not Found"}.get(self.value, f"NVML error {self.value}")
+
+
+class FakeNVMLNotSupported(FakeNVMLError):
+    """Stands for ``pynvml.NVMLError_NotSupported`` (code ``NVML_ERROR_NOT_SUPPORTED``)."""
+
+    def __init__(self, value: int = NVML_ERROR_NOT_SUPPORTED) -> None:
+        super().__init__(NVML_ERROR_NOT_SUPPORTED)
 
 
 @dataclass
@@ -109,6 +120,12 @@ class FakeNVML:
         if self.init_error is not None:
             raise FakeNVMLError(self.init_error)
         self.initialised += 1
+
+    def nvmlInitWithFlags(self, flags: int = 0) -> None:  # noqa: N802
+        self.nvmlInit()
+
+    def nvmlSystemGetDriverVersion(self) -> str:  # noqa: N802
+        return "550.00"
 
     def nvmlShutdown(self) -> None:  # noqa: N802
         self.shutdown_calls += 1
@@ -199,7 +216,7 @@ class FakeNVML:
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:  # noqa: N802
         g = self._check(handle, "energy")
         if not g.energy_counter:
-            raise FakeNVMLError(NVML_ERROR_NOT_SUPPORTED)
+            raise FakeNVMLNotSupported()
         now = self.clock()
         true_mj = g.energy_offset_mj + int(self._energy_j(handle.index, now) * 1000)
         return true_mj if g.energy_fault is None else int(g.energy_fault(true_mj, now))
@@ -207,7 +224,7 @@ class FakeNVML:
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:  # noqa: N802
         g = self._check(handle, "power")
         if not g.power_supported:
-            raise FakeNVMLError(NVML_ERROR_NOT_SUPPORTED)
+            raise FakeNVMLNotSupported()
         return int(round(g.power_w(self.clock()) * 1000))
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:  # noqa: N802
@@ -217,6 +234,27 @@ class FakeNVML:
 
     def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: Any) -> list[int]:  # noqa: N802
         return [100_000, int(self._check(handle, "limit").power_limit_w * 1000)]
+
+    def nvmlDeviceGetIndex(self, handle: Any) -> int:  # noqa: N802
+        return int(handle.index)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any:  # noqa: N802
+        self._check(handle, "memory")
+        return SimpleNamespace(total=80 << 30, free=79 << 30, used=1 << 30)
+
+    def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int:  # noqa: N802
+        self._check(handle, "temperature")
+        return 40
+
+    def nvmlDeviceGetComputeMode(self, handle: Any) -> int:  # noqa: N802
+        self._check(handle, "compute_mode")
+        return NVML_COMPUTEMODE_DEFAULT
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:  # noqa: N802
+        self._check(handle, "processes")
+        return []
+
+    nvmlDeviceGetGraphicsRunningProcesses = nvmlDeviceGetComputeRunningProcesses
 
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:  # noqa: N802
         self._check(handle, "util")
@@ -238,11 +276,14 @@ class FakeNVML:
         for attr in dir(self):
             if attr.startswith(("nvml", "NVML")):
                 setattr(module, attr, getattr(self, attr))
-        module.NVMLError = FakeNVMLError  # type: ignore[attr-defined]
-        module.NVML_SUCCESS = NVML_SUCCESS  # type: ignore[attr-defined]
+        extras = {"NVMLError": FakeNVMLError, "NVMLError_NotSupported": FakeNVMLNotSupported,
+                  "NVML_SUCCESS": NVML_SUCCESS, "NVML_TEMPERATURE_GPU": NVML_TEMPERATURE_GPU,
+                  "NVML_COMPUTEMODE_DEFAULT": NVML_COMPUTEMODE_DEFAULT}
+        for attr, value in extras.items():
+            setattr(module, attr, value)
 
         def not_supported(*args: Any, **kwargs: Any) -> Any:
-            raise FakeNVMLError(NVML_ERROR_NOT_SUPPORTED)
+            raise FakeNVMLNotSupported()
 
         def missing(attr: str) -> Any:
             if attr.startswith("nvml"):

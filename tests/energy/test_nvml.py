@@ -251,3 +251,30 @@ def test_gpu_lost_entirely_keeps_what_was_counted_and_never_raises():
 
 def test_sxm_table_name_matches_nvml_name():
     assert lookup_gpu_tdp("NVIDIA A100-SXM4-80GB") == ("A100 SXM4 80 GB", 400.0)
+
+
+def test_the_fake_works_as_an_imported_pynvml_module(monkeypatch):
+    import sys
+
+    fake = FakeNVML([FakeGPU(name="NVIDIA A100-SXM4-40GB", power_w=lambda t: 250.0,
+                             energy_j=lambda t: 250.0 * t, power_limit_w=400.0)])
+    module = fake.as_module()
+    monkeypatch.setitem(sys.modules, "pynvml", module)
+    import pynvml
+
+    assert pynvml is module
+    pynvml.nvmlInitWithFlags(0)
+    h = pynvml.nvmlDeviceGetHandleByIndex(0)
+    assert pynvml.nvmlDeviceGetName(h) == "NVIDIA A100-SXM4-40GB"
+    assert pynvml.nvmlDeviceGetPowerManagementLimit(h) == 400_000
+    assert pynvml.nvmlDeviceGetMemoryInfo(h).total == 80 << 30
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        pynvml.nvmlDeviceGetFanSpeed(h)  # not modelled: NOT_SUPPORTED, as on a board without it
+    pynvml.nvmlShutdown()
+    m = EnergyMeter(scope="machine", rapl_root="/nonexistent")  # imports pynvml itself
+    with m:
+        time.sleep(0.3)
+    gpu = m.last_window.components["gpu"]
+    assert gpu.method == "counter"
+    # The counter is read on the NVML worker, a scheduling delay after the meter's clock.
+    assert gpu.joules == pytest.approx(250.0 * m.last_window.seconds, rel=0.1)
