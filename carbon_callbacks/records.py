@@ -24,8 +24,9 @@ class Method(str, Enum):
       interval whose counter reading was refused or late); always labelled, never 0 W when busy.
     - ``unavailable``: nothing could be read or modelled; joules are 0 and the reason says why.
 
-    A member is its string (``Method.COUNTER == "counter"``), so records, the ledger and JSON
-    carry plain strings and read back equal.
+    A member equals its string (``Method.COUNTER == "counter"``, one dict key with it); what
+    leaves the energy room (``Reading.methods``, ``Window.methods``, records) is the plain
+    string, so that a checkpoint or a ledger row never needs this class to be loaded.
     """
 
     COUNTER = "counter"
@@ -217,8 +218,9 @@ class Window:
 
     @property
     def methods(self) -> dict[str, str]:
-        """The method used for each component."""
-        return {name: c.method for name, c in self.components.items()}
+        """The method used for each component, as plain strings (records, checkpoints and the
+        ledger hold strings, so that loading them needs no class of ours)."""
+        return {name: str(c.method) for name, c in self.components.items()}
 
     def component_joules(self, name: str) -> float:
         """Joules of one component, 0 when the meter has no such component."""

@@ -333,13 +333,13 @@ class EnergyMeter:
             totals[c.component] = t if prev is None else prev + t  # several sensors add up
         notes = tuple(len(c.notes) for c in self._chains)
         seq = next(self._seq)
-        self._methods = {k: v.method for k, v in totals.items()}
+        self._methods = {k: str(v.method) for k, v in totals.items()}
         self._method_counts = count_methods(self._method_counts, totals)
         self._marks.add(seq, MarkDetail(totals, notes, self._method_counts),
                         keep=self._start_reading.seq if self._start_reading else None)
         return Reading(
             monotonic=now, wall=wall, joules={k: v.joules for k, v in totals.items()},
-            methods={k: v.method for k, v in totals.items()}, seq=seq, meter=self._id,
+            methods=dict(self._methods), seq=seq, meter=self._id,
             run=self._run,
         )
 

@@ -335,7 +335,7 @@ class NvmlSensor(Sensor):
     # Read-only where Sensor has a plain attribute: the worst of the GPUs' modes.
     @property
     def method(self) -> str:  # type: ignore[override]
-        return Method.worst(*(g.mode for g in self.gpus)) if self.gpus else Method.COUNTER
+        return str(Method.worst(*(g.mode for g in self.gpus))) if self.gpus else "counter"
 
     def totals(self, now: float) -> Energy:
         if not self._inited:

@@ -201,7 +201,7 @@ class RaplSensor(Sensor):
             d_exact += track.exact - before[1]
             d_over += track.top - track.exact - before[2]
             if verdict.note:
-                self.report(verdict.note, cause=f"rapl-{verdict.kind}:{track.label}")
+                self.report(verdict.note, cause=f"rapl-{verdict.kind}:{self.root}:{track.label}")
             if track.refused >= MAX_REFUSED:
                 track.give_up()
                 given_up = (f"{track.label}: {MAX_REFUSED} counter readings in a row refused as "

@@ -28,8 +28,9 @@ from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
 from carbon_callbacks.testing import FakeGPU, FakeNVML, FakePowercap  # noqa: E402
 
 EPOCHS = 8
-FAULT_EPOCH = 2
-STEP_S = 0.02  # each training step takes this long, so epochs last long enough to be faults
+FAULT_EPOCH = 1
+STEP_S = 0.05  # a step takes at least this long: 1.4 s of epochs after the fault, more than a
+# counter may stand still (counters.STUCK_S) before it is refused
 WATTS = 100.0
 STALL_FACTOR = 2.0
 STALL_S = 2.0
@@ -97,7 +98,10 @@ def threads_left(before: set[threading.Thread], timeout: float = 5.0) -> list[st
 
 @pytest.fixture(scope="module")
 def clean_fit_s(tmp_path_factory) -> float:
-    """The same fit with healthy fake hardware: the time a faulty fit is compared with."""
+    """The same fit with healthy fake hardware: the time a faulty fit is compared with.
+
+    Warnings are once per cause in a process, so every fake device here has a name of its own.
+    """
     root = tmp_path_factory.mktemp("clean")
     times = []
     for _ in range(2):  # the first fit in a process pays Lightning's one-off set-up
@@ -139,20 +143,21 @@ class GpuFault:
 
 NVML_FAULTS = {
     # name: (fault, what the reason and the warning say)
-    "negative": (lambda: GpuFault("GPU negative once", lambda true, t, n: -42 if n == 1 else true),
+    "negative": (lambda: GpuFault("Matrix GPU negative once",
+                                  lambda true, t, n: -42 if n == 1 else true),
                  "read -42 (below 0)"),
-    "backwards": (lambda: GpuFault("GPU backwards once",
+    "backwards": (lambda: GpuFault("Matrix GPU backwards once",
                                    lambda true, t, n: true - 50_000 if n == 1 else true),
                   "went back by"),
-    "1 MJ low": (lambda: GpuFault("GPU 1 MJ low once",
+    "1 MJ low": (lambda: GpuFault("Matrix GPU 1 MJ low once",
                                   lambda true, t, n: true - 1_000_000_000 if n == 1 else true,
                                   offset_mj=9_000_000_000),
                  "went back by 1e+06 J"),
-    "stuck negative": (lambda: GpuFault("GPU stuck negative", lambda true, t, n: -1),
+    "stuck negative": (lambda: GpuFault("Matrix GPU stuck negative", lambda true, t, n: -1),
                        "refused as impossible"),
-    "stuck": (lambda: GpuFault("GPU stuck", lambda true, t, n: 9_999_999),
+    "stuck": (lambda: GpuFault("Matrix GPU stuck", lambda true, t, n: 9_999_999),
               "has not moved"),
-    "hanging": (lambda: GpuFault("GPU hanging", hang_s=30.0), "no answer within 50 ms"),
+    "hanging": (lambda: GpuFault("Matrix GPU hanging", hang_s=30.0), "no answer within 50 ms"),
 }
 
 
