@@ -256,8 +256,9 @@ def test_sxm_table_name_matches_nvml_name():
 def test_the_fake_works_as_an_imported_pynvml_module(monkeypatch):
     import sys
 
+    clock = Clock()
     fake = FakeNVML([FakeGPU(name="NVIDIA A100-SXM4-40GB", power_w=lambda t: 250.0,
-                             energy_j=lambda t: 250.0 * t, power_limit_w=400.0)])
+                             energy_j=lambda t: 250.0 * t, power_limit_w=400.0)], clock=clock)
     module = fake.as_module()
     monkeypatch.setitem(sys.modules, "pynvml", module)
     import pynvml
@@ -271,10 +272,10 @@ def test_the_fake_works_as_an_imported_pynvml_module(monkeypatch):
     with pytest.raises(pynvml.NVMLError_NotSupported):
         pynvml.nvmlDeviceGetFanSpeed(h)  # not modelled: NOT_SUPPORTED, as on a board without it
     pynvml.nvmlShutdown()
-    m = EnergyMeter(scope="machine", rapl_root="/nonexistent")  # imports pynvml itself
-    with m:
-        time.sleep(0.3)
-    gpu = m.last_window.components["gpu"]
-    assert gpu.method == "counter"
-    # The counter is read on the NVML worker, a scheduling delay after the meter's clock.
-    assert gpu.joules == pytest.approx(250.0 * m.last_window.seconds, rel=0.1)
+    s = NvmlSensor(scope="machine", env={})  # imports pynvml itself
+    s.open(0.0)
+    clock.t = 2.0
+    t = s.totals(2.0)
+    s.close()
+    assert t.method == "counter" and "400 W" in t.reason
+    assert t.joules == pytest.approx(500.0, rel=1e-3)
