@@ -34,14 +34,10 @@ class Method(str, Enum):
     MODEL = "model"
     UNAVAILABLE = "unavailable"
 
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return self.value.__format__(spec)
-
-    def __hash__(self) -> int:  # as its string's, so "counter" and COUNTER are one dict key
-        return hash(self.value)
+    # As its string: printed and formatted as "counter", and one dict key with "counter".
+    __str__ = str.__str__
+    __format__ = str.__format__
+    __hash__ = str.__hash__
 
     @property
     def rank(self) -> int:

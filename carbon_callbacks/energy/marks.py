@@ -8,6 +8,7 @@ ranges and names what went wrong in between.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -23,39 +24,35 @@ MAX_MARKS = 10_000
 _FROM_ZERO = Energy(0.0, 0.0, 0.0, Method.COUNTER)  # the start of a component that began later
 
 
-MethodCounts = Mapping[str, tuple[int, ...]]
-"""Per component, how many readings of the run so far had each method (in ``Method`` order)."""
-
-
 @dataclass(frozen=True)
 class MarkDetail:
-    """One reading's detail: each component's cumulative energy, each chain's note count, and
-    the run's method counts up to it (so a window knows the worst method inside it)."""
+    """One reading's detail: each component's cumulative energy, each chain's note count."""
 
     totals: Mapping[str, Energy]
     notes: tuple[int, ...]  # len(chain.notes) per chain, in chain order
-    methods: MethodCounts = dataclasses.field(default_factory=dict)
-
-
-def count_methods(before: MethodCounts, totals: Mapping[str, Energy]) -> MethodCounts:
-    """``before`` with one more reading of each component's method."""
-    out = dict(before)
-    for name, energy in totals.items():
-        counts = list(out.get(name, (0,) * len(Method)))
-        counts[energy.method.rank] += 1
-        out[name] = tuple(counts)
-    return out
 
 
 class MarkBook:
-    """The detail of a meter's last ``MAX_MARKS`` readings, by sequence number."""
+    """The detail of a meter's last ``MAX_MARKS`` readings, by sequence number, and each
+    component's methods over time (so a window knows the worst method inside it)."""
 
     def __init__(self) -> None:
         self._marks: OrderedDict[int, MarkDetail] = OrderedDict()
+        # Per component, the readings where its method changed: (first seq, method) runs,
+        # appended only on a change, so a reading costs a comparison.
+        self._runs: dict[str, tuple[list[int], list[Method]]] = {}
+        self._dropped: dict[str, Method] = {}  # the worst of the runs dropped from the front
 
     def add(self, seq: int, detail: MarkDetail, keep: int | None = None) -> None:
         """Keep one reading's detail, forgetting the oldest but ``keep`` (the run's start)."""
         self._marks[seq] = detail
+        for name, energy in detail.totals.items():
+            starts, methods = self._runs.setdefault(name, ([], []))
+            if not methods or methods[-1] is not energy.method:
+                starts.append(seq)
+                methods.append(energy.method)
+                if len(starts) > 2 * MAX_MARKS:
+                    self._drop_runs(name)
         while len(self._marks) > MAX_MARKS:
             oldest = next(iter(self._marks))
             if oldest == keep:
@@ -70,45 +67,63 @@ class MarkBook:
     def clear(self) -> None:
         """Forget every reading."""
         self._marks.clear()
+        self._runs.clear()
+        self._dropped.clear()
 
+    def worst(self, name: str, after: int, upto: int) -> Method | None:
+        """The worst method of a component's readings with ``after < seq <= upto``."""
+        runs = self._runs.get(name)
+        if not runs or upto <= after:
+            return None
+        starts, methods = runs
+        last = bisect.bisect_right(starts, upto) - 1
+        if last < 0:
+            return None
+        first = bisect.bisect_right(starts, after + 1) - 1
+        seen = methods[max(0, first):last + 1]
+        if first < 0 and name in self._dropped:
+            seen.append(self._dropped[name])
+        return Method.worst(*seen)
 
-def window_between(a: Reading, b: Reading, da: MarkDetail | None, db: MarkDetail | None,
-                   chains: Sequence[FallbackChain]) -> Window:
-    """The window from ``a`` to ``b`` (readings of one run), with ranges where both details
-    are known and the notes the chains recorded in between."""
-    comps: dict[str, Energy] = {}
-    for name, jb in b.joules.items():
-        tb = db.totals.get(name) if db else None
-        if da is not None and tb is not None:
-            # Both ends known (none at a: the component began after a, so from 0).
-            part = tb - da.totals.get(name, _FROM_ZERO)
-        else:
-            # An end whose detail was forgotten: subtracting a zero baseline would make the
-            # range span the whole run, so the method's relative band is used instead.
-            j = max(0.0, jb - a.joules.get(name, 0.0))
-            method = b.methods.get(name, Method.UNAVAILABLE)
-            part = Energy(j, *_relative_range(j, method), method)
-        if db is not None and da is not None:
-            # A reading inside the window may have had a worse method than its end (an
-            # interval estimated, then settled): the window is only as good as its worst.
-            worst = _worst_between(da.methods.get(name), db.methods.get(name))
-            new = [note for i, c in enumerate(chains) if c.component == name
-                   for note in c.notes[da.notes[i]:db.notes[i]]]
-            if new or (worst is not None and worst > part.method):
-                reason = "; ".join([*new, part.reason]) if part.reason else "; ".join(new)
-                method = part.method if worst is None else Method.worst(part.method, worst)
-                part = dataclasses.replace(part, reason=reason, method=method)
-        comps[name] = part
-    return Window(start_wall=a.wall, end_wall=b.wall,
-                  seconds=max(0.0, b.monotonic - a.monotonic), components=comps)
+    def _drop_runs(self, name: str) -> None:
+        # Only a method flapping at every reading gets here; the runs dropped are older than
+        # every reading still kept but the start, for which their worst is kept.
+        starts, methods = self._runs[name]
+        gone = methods[:MAX_MARKS]
+        if name in self._dropped:
+            gone.append(self._dropped[name])
+        self._dropped[name] = Method.worst(*gone)
+        del starts[:MAX_MARKS], methods[:MAX_MARKS]
 
-
-def _worst_between(a: tuple[int, ...] | None, b: tuple[int, ...] | None) -> Method | None:
-    if b is None:
-        return None
-    a = a or (0,) * len(b)
-    seen = [m for m, n0, n1 in zip(Method, a, b, strict=True) if n1 > n0]
-    return Method.worst(*seen) if seen else None
+    def window(self, a: Reading, b: Reading, chains: Sequence[FallbackChain]) -> Window:
+        """The window from ``a`` to ``b`` (readings of one run), with ranges where both details
+        are known and the notes the chains recorded in between."""
+        da, db = self._marks.get(a.seq), self._marks.get(b.seq)
+        comps: dict[str, Energy] = {}
+        for name, jb in b.joules.items():
+            tb = db.totals.get(name) if db else None
+            if da is not None and tb is not None:
+                # Both ends known (none at a: the component began after a, so from 0).
+                part = tb - da.totals.get(name, _FROM_ZERO)
+            else:
+                # An end whose detail was forgotten: subtracting a zero baseline would make the
+                # range span the whole run, so the method's relative band is used instead.
+                j = max(0.0, jb - a.joules.get(name, 0.0))
+                method = b.methods.get(name, Method.UNAVAILABLE)
+                part = Energy(j, *_relative_range(j, method), method)
+            if db is not None and da is not None:
+                # A reading inside the window may have had a worse method than its end (an
+                # interval estimated, then settled): the window is only as good as its worst.
+                worst = self.worst(name, a.seq, b.seq)
+                new = [note for i, c in enumerate(chains) if c.component == name
+                       for note in c.notes[da.notes[i]:db.notes[i]]]
+                if new or (worst is not None and worst > part.method):
+                    reason = "; ".join([*new, part.reason]) if part.reason else "; ".join(new)
+                    method = part.method if worst is None else Method.worst(part.method, worst)
+                    part = dataclasses.replace(part, reason=reason, method=method)
+            comps[name] = part
+        return Window(start_wall=a.wall, end_wall=b.wall,
+                      seconds=max(0.0, b.monotonic - a.monotonic), components=comps)
 
 
 def _relative_range(joules: float, method: str) -> tuple[float, float]:

@@ -20,13 +20,7 @@ from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 from carbon_callbacks._checks import check_scope
 from carbon_callbacks._warn import WarnOnce
 from carbon_callbacks.energy.defaults import build_sensors
-from carbon_callbacks.energy.marks import (
-    MarkBook,
-    MarkDetail,
-    MethodCounts,
-    count_methods,
-    window_between,
-)
+from carbon_callbacks.energy.marks import MarkBook, MarkDetail
 from carbon_callbacks.energy.sensors.base import (
     ChainStatus,
     FallbackChain,
@@ -149,7 +143,6 @@ class EnergyMeter:
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._marks = MarkBook()
-        self._method_counts: MethodCounts = {}
         self._start_reading: Reading | None = None
         self._methods: dict[str, str] = {}
         self.last_window: Window | None = None
@@ -203,7 +196,6 @@ class EnergyMeter:
             if self._running:
                 return self
             self._run += 1
-            self._method_counts = {}
             now = monotonic()
             for c in self._chains:
                 c.open(now)
@@ -334,8 +326,7 @@ class EnergyMeter:
         notes = tuple(len(c.notes) for c in self._chains)
         seq = next(self._seq)
         self._methods = {k: str(v.method) for k, v in totals.items()}
-        self._method_counts = count_methods(self._method_counts, totals)
-        self._marks.add(seq, MarkDetail(totals, notes, self._method_counts),
+        self._marks.add(seq, MarkDetail(totals, notes),
                         keep=self._start_reading.seq if self._start_reading else None)
         return Reading(
             monotonic=now, wall=wall, joules={k: v.joules for k, v in totals.items()},
@@ -373,9 +364,7 @@ class EnergyMeter:
                 "between them); take both readings after the same start()"
             )
         with self._lock:
-            da, db = self._marks.get(a.seq), self._marks.get(b.seq)
-            chains = list(self._chains)
-        return window_between(a, b, da, db, chains)
+            return self._marks.window(a, b, list(self._chains))
 
     # ---- thread ------------------------------------------------------------------------
 

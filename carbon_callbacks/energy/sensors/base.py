@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from carbon_callbacks._checks import check_number
 from carbon_callbacks._warn import WarnOnce
-from carbon_callbacks.records import Energy
+from carbon_callbacks.records import Energy, Method
 
 logger = logging.getLogger(__name__)
 # One warning per cause per process: a meter per Optuna trial must not repeat it.
@@ -335,7 +335,7 @@ class Unavailable(Sensor):
         return None
 
     def totals(self, now: float) -> Energy:
-        return Energy(0.0, 0.0, 0.0, "unavailable", self.reason)
+        return Energy(0.0, 0.0, 0.0, Method.UNAVAILABLE, self.reason)
 
     def describe(self) -> str:
         return f"{self.component}: unavailable - {self.reason}"

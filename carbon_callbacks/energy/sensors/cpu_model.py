@@ -27,7 +27,7 @@ from carbon_callbacks._checks import check_number, check_scope
 from carbon_callbacks.energy.sensors.base import Sensor, SensorError, check_interval
 from carbon_callbacks.energy.sensors.process import CpuShare, logical_cpus, machine_busy_seconds
 from carbon_callbacks.energy.sensors.ranges import model_range
-from carbon_callbacks.records import Energy
+from carbon_callbacks.records import Energy, Method
 
 DEFAULT_W_PER_CPU = 3.5
 """Watts per logical CPU at full load when the CPU model is unknown.
@@ -215,11 +215,11 @@ class CpuModelSensor(Sensor):
     def totals(self, now: float) -> Energy:
         self._advance(now)
         low, high = model_range(self._joules)
-        return Energy(self._joules, low, high, "model", self.reason)
+        return Energy(self._joules, low, high, Method.MODEL, self.reason)
 
     def last_good(self) -> Energy | None:
         low, high = model_range(self._joules)
-        return Energy(self._joules, low, high, "model", self.reason)
+        return Energy(self._joules, low, high, Method.MODEL, self.reason)
 
     def describe(self) -> str:
         return f"cpu: model - {self.reason}"

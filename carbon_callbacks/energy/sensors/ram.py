@@ -17,7 +17,7 @@ from carbon_callbacks._checks import check_number, check_scope
 from carbon_callbacks.energy.sensors.base import Sensor, SensorError, check_interval
 from carbon_callbacks.energy.sensors.process import ProcessTree
 from carbon_callbacks.energy.sensors.ranges import model_range
-from carbon_callbacks.records import Energy
+from carbon_callbacks.records import Energy, Method
 
 WATTS_PER_GB = 0.392
 """Power of DRAM per GB (Cloud Carbon Footprint's memory coefficient)."""
@@ -98,7 +98,7 @@ class RamModelSensor(Sensor):
 
     def last_good(self) -> Energy:
         low, high = model_range(self._joules)
-        return Energy(self._joules, low, high, "model", self.reason)
+        return Energy(self._joules, low, high, Method.MODEL, self.reason)
 
     def describe(self) -> str:
         return f"ram: model - {self.reason}"
