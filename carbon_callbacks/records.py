@@ -36,8 +36,10 @@ class Method(str, Enum):
 
     # As its string: printed and formatted as "counter", and one dict key with "counter".
     __str__ = str.__str__
-    __format__ = str.__format__
     __hash__ = str.__hash__
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(self, spec)
 
     @property
     def rank(self) -> int:

@@ -109,7 +109,7 @@ class MarkBook:
                 # An end whose detail was forgotten: subtracting a zero baseline would make the
                 # range span the whole run, so the method's relative band is used instead.
                 j = max(0.0, jb - a.joules.get(name, 0.0))
-                method = b.methods.get(name, Method.UNAVAILABLE)
+                method = Method(b.methods.get(name, Method.UNAVAILABLE))
                 part = Energy(j, *_relative_range(j, method), method)
             if db is not None and da is not None:
                 # A reading inside the window may have had a worse method than its end (an

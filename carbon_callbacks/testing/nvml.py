@@ -290,5 +290,5 @@ class FakeNVML:
                 return not_supported
             raise AttributeError(f"module {name!r} has no attribute {attr!r}")
 
-        module.__getattr__ = missing  # type: ignore[attr-defined]
+        setattr(module, "__getattr__", missing)  # noqa: B010 - a module's own __getattr__
         return module

@@ -360,7 +360,7 @@ class NvmlSensor(Sensor):
             j += g.joules + g.model_j
             low += max(0.0, lo - g.err) + mlo
             high += hi + g.err + mhi
-        return Energy(j, low, high, method or self.method, self.reason,
+        return Energy(j, low, high, method or Method(self.method), self.reason,
                       tuple(g.label for g in self.gpus))
 
     @property

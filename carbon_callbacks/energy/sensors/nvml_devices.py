@@ -27,8 +27,8 @@ the board power of any GPU in the bundled table (the largest data-centre boards 
 def gpu_tdp_table() -> dict[str, float]:
     """The bundled GPU table: name -> TDP in watts."""
     path = resources.files("carbon_callbacks.energy.sensors").joinpath("data/gpu_tdp.csv")
-    with path.open(encoding="utf-8", newline="") as f:
-        return {row["name"]: float(row["tdp_w"]) for row in csv.DictReader(f)}
+    rows = csv.DictReader(path.read_text(encoding="utf-8").splitlines())
+    return {row["name"]: float(row["tdp_w"]) for row in rows}
 
 
 def _toks(name: str) -> set[str]:
