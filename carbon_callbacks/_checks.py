@@ -24,7 +24,7 @@ def check_scope(scope: object, name: str = "scope") -> Scope:
             f"{name}: expected 'process' (this process tree) or 'machine' (the whole machine), "
             f"got {scope!r}"
         )
-    return cast(Scope, scope)
+    return scope
 
 
 def check_number(
