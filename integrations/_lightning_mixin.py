@@ -111,6 +111,10 @@ class LightningCarbonMixin(_CallbackBase):
     @override
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self.tracker.epoch_start(trainer.current_epoch)
+        # callback_metrics keeps every key ever logged; what this epoch produces replaces its
+        # value (a new tensor), so the values held now tell the epoch's metrics from leftovers.
+        self._metrics_before = dict(trainer.callback_metrics)
+        self._validated = False
         # Epoch-interval schedulers have stepped by the epoch's end: keep the LR it trained with.
         optimizers = getattr(trainer, "optimizers", None) or []
         self._epoch_lr = first_lr(optimizers[0]) if optimizers else None
@@ -120,8 +124,18 @@ class LightningCarbonMixin(_CallbackBase):
         self.tracker.eval_start()
 
     @override
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        # A validation in mid-epoch (val_check_interval < 1, or check_val_every_n_epoch > 1)
+        # is where EarlyStopping and ModelCheckpoint read their monitor: give them the run's
+        # totals up to now. This hook runs before any callback's on_validation_end.
+        if not trainer.sanity_checking:
+            self._publish_interim(trainer)
+
+    @override
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         self.tracker.eval_end()
+        if not trainer.sanity_checking:  # the sanity check's metrics are thrown away
+            self._validated = True
 
     @override
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
@@ -129,7 +143,11 @@ class LightningCarbonMixin(_CallbackBase):
         reduce = self._reducer(trainer) if distributed else None
         horizon = self._horizon(trainer) if self.tracker.policy is not None else None
         self.tracker.epoch_end(
-            trainer.current_epoch, trainer.callback_metrics, reduce=reduce, horizon=horizon
+            trainer.current_epoch,
+            self._epoch_metrics(trainer),
+            reduce=reduce,
+            horizon=horizon,
+            evaluated=getattr(self, "_validated", False),
         )
         self._publish(trainer, self.tracker.log_dict())
         decision = self.tracker.decide()
@@ -144,6 +162,16 @@ class LightningCarbonMixin(_CallbackBase):
             if self.tracker.pruned and not distributed:
                 self.tracker.fit_end()
                 self.tracker.check_pruned()
+
+    def _epoch_metrics(self, trainer: Any) -> dict[str, Any]:
+        """The callback metrics this epoch produced.
+
+        A value still the one held when the epoch began was left by an earlier epoch: the
+        validation metrics of an epoch that did not validate (``check_val_every_n_epoch=2``, an
+        epoch cut short by ``max_steps``), a step metric of an epoch that logged none.
+        """
+        before = getattr(self, "_metrics_before", {})
+        return {k: v for k, v in trainer.callback_metrics.items() if before.get(k) is not v}
 
     def _horizon(self, trainer: Any) -> Horizon | None:
         """max_epochs and the first scheduler's coming learning rates, for the policy.
@@ -227,6 +255,17 @@ class LightningCarbonMixin(_CallbackBase):
                 self.tracker.warn_once(
                     "logger", "%s could not log the carbon keys (%s)", type(lg).__name__, exc
                 )
+
+    def _publish_interim(self, trainer: Any) -> None:
+        """The epoch-so-far keys into ``callback_metrics`` only: loggers get one row per epoch."""
+        reduce = self._reducer(trainer) if trainer.world_size > 1 else None
+        values = self.tracker.interim_log_dict(reduce=reduce)
+        if values:
+            import torch
+
+            trainer.callback_metrics.update(
+                {k: torch.tensor(float(v), dtype=torch.float64) for k, v in values.items()}
+            )
 
     @override
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:

@@ -25,17 +25,22 @@ class CarbonCallback(LightningCarbonMixin, pl.Callback):  # type: ignore[misc]
 
     At every training epoch end (after validation) it logs ``energy_kwh``, ``energy_kwh_total``,
     ``co2_g``, ``co2_g_total``, ``power_w``, ``cpu_energy_kwh``, ``gpu_energy_kwh``,
-    ``ram_energy_kwh``, ``intensity_g_per_kwh`` and ``eval_energy_kwh`` (each with ``prefix``), into
-    ``trainer.callback_metrics`` (``EarlyStopping``/``ModelCheckpoint`` can monitor
-    ``co2_g_total``), ``trainer.logged_metrics`` and every logger, one row per epoch at the step of
-    Lightning's own epoch-end row (as ``pl_module.log(on_epoch=True)`` would, without making
-    Lightning scan ten more keys after every batch). Each epoch's window runs from the previous
-    epoch's end, so the epochs add up to the run, validation and sanity checks included. Under DDP
-    each rank measures its own process and devices and the logged values are the sum over ranks; the
-    stop decision is agreed by all ranks and the ledger is written by rank 0 only. Totals are saved
-    in checkpoints, so ``fit(ckpt_path=...)`` continues them. At the end of fit the run's summary
-    (totals, intensity source, methods, stop reason) goes to the run of every ``MLFlowLogger``
-    (tags ``carbon.*``) and ``WandbLogger`` (summary ``carbon/*``).
+    ``ram_energy_kwh``, ``intensity_g_per_kwh`` and ``evaluation_energy_kwh`` (each with
+    ``prefix``), into ``trainer.callback_metrics``, ``trainer.logged_metrics`` and every logger,
+    one row per epoch at the step of Lightning's own epoch-end row (as
+    ``pl_module.log(on_epoch=True)`` would, without making Lightning scan ten more keys after every
+    batch). ``EarlyStopping``/``ModelCheckpoint`` can monitor any of them, ``co2_g_total`` say,
+    with any validation schedule: at a validation inside an epoch (``val_check_interval=0.5``)
+    ``callback_metrics`` gets the run's totals up to that point and the epoch's other keys so far.
+    Each epoch's record holds the metrics that epoch produced: in an epoch without validation
+    (``check_val_every_n_epoch=2``, an epoch cut short by ``max_steps``) the last validation's
+    metrics, still in ``callback_metrics``, are left out. Each epoch's window runs from the
+    previous epoch's end, so the epochs add up to the run, validation and sanity checks included.
+    Under DDP each rank measures its own process and devices and the logged values are the sum over
+    ranks; the stop decision is agreed by all ranks and the ledger is written by rank 0 only.
+    Totals are saved in checkpoints, so ``fit(ckpt_path=...)`` continues them. At the end of fit
+    the run's summary (totals, intensity source, methods, stop reason) goes to the run of every
+    ``MLFlowLogger`` (tags ``carbon.*``) and ``WandbLogger`` (summary ``carbon/*``).
 
     Args:
         intensity: gCO2e/kWh as a number, a country/zone/cloud-region code (``"FR"``,
