@@ -34,10 +34,12 @@ class CarbonCallback(keras.callbacks.Callback):
 
     From epoch 0 on, every epoch's ``logs`` get ``energy_kwh``, ``energy_kwh_total``, ``co2_g``,
     ``co2_g_total``, ``power_w``, ``cpu_energy_kwh``, ``gpu_energy_kwh``, ``ram_energy_kwh``,
-    ``intensity_g_per_kwh`` and ``eval_energy_kwh`` (validation's share), each with ``prefix``.
-    Keras hands one ``logs`` dict to the callbacks in list order, so keys reach ``CSVLogger``,
-    ``EarlyStopping`` or ``ModelCheckpoint`` only if this callback runs before them: it moves
-    itself to the front of the list when training begins (``History`` always sees them).
+    ``intensity_g_per_kwh`` and ``evaluation_energy_kwh`` (validation's share), each with
+    ``prefix``. Keras hands one ``logs`` dict to the callbacks in list order, so keys reach
+    ``CSVLogger``, ``EarlyStopping`` or ``ModelCheckpoint`` only if this callback runs before
+    them: it moves itself to the front of the list when training begins (``History`` always sees
+    them). A ``CSVLogger`` whose first epoch has no validation (``validation_freq=2``) adds a
+    ``val_`` column for every key; it gets none for these keys, which validation never logs.
     Training stops with ``model.stop_training`` when ``policy`` says so. At the end of training
     the run's summary (totals, intensity source, methods, stop reason) goes to the MLflow run
     (tags ``carbon.*``) and the W&B run (summary ``carbon/*``) active when training began.
@@ -99,6 +101,7 @@ class CarbonCallback(keras.callbacks.Callback):
             metadata=metadata,
         )
         self._runs: list[Any] = []
+        self._csv_loggers: list[Any] = []
 
     @property
     def records(self) -> tuple[EpochRecord, ...]:
@@ -118,9 +121,13 @@ class CarbonCallback(keras.callbacks.Callback):
         # CallbackList loop now running on_train_begin neither skips nor repeats one.
         callbacks.callbacks.remove(self)
         callbacks.callbacks.insert(0, self)
+        self._csv_loggers = [
+            cb for cb in callbacks.callbacks if isinstance(cb, keras.callbacks.CSVLogger)
+        ]
 
     @override
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        self._csv_loggers = []
         self._run_first()
         params = self.params or {}
         metadata = {
@@ -149,11 +156,27 @@ class CarbonCallback(keras.callbacks.Callback):
         self.tracker.epoch_end(epoch, logs, horizon=horizon)
         if logs is not None:
             logs.update(self.tracker.log_dict())
+            self._choose_csv_columns(logs)
         if self.tracker.decide().stop:
             self.model.stop_training = True
             if self.tracker.pruned:  # TrialPruned ends fit: no on_train_end follows
                 publish_summary(self._runs, self.tracker.fit_end(), self.tracker.warn_once)
                 self.tracker.check_pruned()
+
+    def _choose_csv_columns(self, logs: Mapping[str, Any]) -> None:
+        """Pick the columns of a ``CSVLogger`` about to choose them, as it would, less the
+        ``val_`` twins of our keys.
+
+        ``CSVLogger`` fixes its columns at its first epoch end: the keys of that epoch's logs
+        and, if none starts with ``val_``, a ``val_`` twin of each, for the validations to come.
+        """
+        if any(k.startswith("val_") for k in logs):
+            return
+        own = set(self.tracker.keys)
+        for csv_logger in self._csv_loggers:
+            if getattr(csv_logger, "keys", ()) is None:
+                keys = sorted(logs)
+                csv_logger.keys = keys + [f"val_{k}" for k in keys if k not in own]
 
     @override
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
