@@ -7,13 +7,17 @@ and step, with the same value (run times aside); the callback only adds its own 
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 
 from carbon_callbacks.tracking.tracker import LOG_KEYS
+from tests.helpers.seeded_fits import (
+    INTENSITY,
+    bert_trainer,
+    keras_fit,
+    lightning_csv_rows,
+    lightning_fit,
+)
 
-INTENSITY = 56.0
 OURS = set(LOG_KEYS)
 # Wall-clock figures differ between two runs of one fit; their keys are still compared.
 TIMINGS = ("runtime", "per_second")
@@ -34,44 +38,8 @@ def assert_same_values(without, with_carbon):
 # ------------------------------------------------------------------ transformers
 
 
-def transformers_history(tmp_path, carbon, **overrides):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-
-    class Tokens(torch.utils.data.Dataset):
-        def __init__(self, n, seed):
-            g = torch.Generator().manual_seed(seed)
-            self.x = torch.randint(0, 32, (n, 8), generator=g)
-            self.y = (self.x[:, 0] > 15).long()
-
-        def __len__(self):
-            return len(self.x)
-
-        def __getitem__(self, i):
-            return {"input_ids": self.x[i], "labels": self.y[i]}
-
-    config = transformers.BertConfig(
-        vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=16, max_position_embeddings=16, num_labels=2,
-    )
-    torch.manual_seed(0)
-    options = {
-        "output_dir": str(tmp_path / "out"),
-        "num_train_epochs": 3,
-        "per_device_train_batch_size": 8,
-        "save_strategy": "no",
-        "report_to": "none",
-        "disable_tqdm": True,
-        "use_cpu": True,
-        **overrides,
-    }
-    trainer = transformers.Trainer(
-        model=transformers.BertForSequenceClassification(config),
-        args=transformers.TrainingArguments(**options),
-        train_dataset=Tokens(32, 0),  # 4 steps an epoch
-        eval_dataset=Tokens(16, 1),
-        callbacks=[carbon] if carbon is not None else [],
-    )
+def transformers_history(tmp_path, carbon, **arguments):
+    trainer = bert_trainer(tmp_path, [carbon] if carbon is not None else [], **arguments)
     trainer.train()
     return trainer.state.log_history
 
@@ -87,6 +55,7 @@ def transformers_history(tmp_path, carbon, **overrides):
     ids=["epoch", "epoch-with-eval", "steps", "no"],
 )
 def test_transformers_log_history_keeps_the_trainers_own_entries(tmp_path, options):
+    pytest.importorskip("transformers")
     from carbon_callbacks.integrations.transformers import CarbonCallback
 
     without = transformers_history(tmp_path / "a", None, **options)
@@ -112,74 +81,20 @@ def test_transformers_log_history_keeps_the_trainers_own_entries(tmp_path, optio
 # ------------------------------------------------------------------ Lightning
 
 
-def lightning_fit(tmp_path, callbacks, *, logger=True, on_step=False, log_every_n_steps=50):
-    torch = pytest.importorskip("torch")
-    pl = pytest.importorskip("lightning.pytorch")
-
-    class Tiny(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(8, 2)
-
-        def training_step(self, batch, _):
-            x, y = batch
-            loss = torch.nn.functional.cross_entropy(self.layer(x), y)
-            self.log("train_loss", loss, on_step=on_step, on_epoch=True)
-            return loss
-
-        def validation_step(self, batch, _):
-            x, y = batch
-            logits = self.layer(x)
-            self.log("val_loss", torch.nn.functional.cross_entropy(logits, y))
-            self.log("val_acc", (logits.argmax(1) == y).float().mean())
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 8, generator=g)
-    data = torch.utils.data.TensorDataset(x, (x[:, 0] > 0).long())
-    torch.manual_seed(0)
-    module = Tiny()
-    trainer = pl.Trainer(
-        max_epochs=3,
-        callbacks=callbacks,
-        logger=pl.loggers.CSVLogger(tmp_path, name="run") if logger else False,
-        log_every_n_steps=log_every_n_steps,
-        accelerator="cpu",
-        devices=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(
-        module,
-        torch.utils.data.DataLoader(data, batch_size=16),
-        torch.utils.data.DataLoader(data, batch_size=32),
-    )
-    return trainer
-
-
-def csv_rows(trainer):
-    """Each row of Lightning's metrics.csv with its empty cells (other rows' columns) dropped."""
-    with open(f"{trainer.logger.log_dir}/metrics.csv") as f:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
-
-
 @pytest.mark.parametrize(
     "options",
     [{"on_step": False}, {"on_step": True, "log_every_n_steps": 1}],
     ids=["epoch", "steps"],
 )
 def test_lightning_loggers_keep_every_row_the_module_logs(tmp_path, options):
+    pytest.importorskip("lightning")
     from carbon_callbacks.integrations.lightning import CarbonCallback
 
     without = lightning_fit(tmp_path / "a", [], **options)
     with_carbon = lightning_fit(tmp_path / "b", [CarbonCallback(intensity=INTENSITY)], **options)
 
-    plain = csv_rows(without)
-    rows = csv_rows(with_carbon)
+    plain = lightning_csv_rows(without)
+    rows = lightning_csv_rows(with_carbon)
     theirs = [r for r in rows if not OURS & set(r)]
     assert len(theirs) == len(plain) > 3
     for a, b in zip(plain, theirs, strict=True):
@@ -220,27 +135,6 @@ def test_lightning_without_a_logger_keeps_the_metrics_callbacks_read(tmp_path):
 # ------------------------------------------------------------------ Keras
 
 
-def keras_fit(tmp_path, callbacks, **fit_options):
-    keras = pytest.importorskip("keras")
-    np = pytest.importorskip("numpy")
-    rng = np.random.RandomState(0)
-    x = rng.randn(96, 8).astype("float32")
-    y = (x[:, 0] > 0).astype("int32")
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
-    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    csv_path = tmp_path / "log.csv"
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    history = model.fit(
-        x, y, epochs=3, batch_size=16, verbose=0,
-        callbacks=[keras.callbacks.CSVLogger(str(csv_path)), *callbacks], **fit_options,
-    )
-    with open(csv_path) as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-    return history.history, reader.fieldnames, rows
-
-
 @pytest.mark.parametrize(
     "options",
     [
@@ -251,6 +145,7 @@ def keras_fit(tmp_path, callbacks, **fit_options):
     ids=["validation", "validation-every-2", "no-validation"],
 )
 def test_keras_history_and_csv_logger_keep_every_column(tmp_path, options):
+    pytest.importorskip("keras")
     from carbon_callbacks.integrations.keras import CarbonCallback
 
     plain, plain_columns, plain_rows = keras_fit(tmp_path / "a", [], **options)
