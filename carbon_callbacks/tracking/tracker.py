@@ -37,6 +37,7 @@ from carbon_callbacks.records import (
 )
 from carbon_callbacks.tracking.distributed import Reducer, sum_across_ranks
 from carbon_callbacks.tracking.metrics import scalar_metrics
+from carbon_callbacks.tracking.monitor_check import MonitorCheck
 from carbon_callbacks.tracking.sinks import LedgerSink, LedgerSpec, TrialSink, is_ledger_arg
 from carbon_callbacks.tracking.state import RunTotals, epoch_record
 from carbon_callbacks.tracking.windows import EpochWindows, WindowCarbon
@@ -184,7 +185,7 @@ class EpochTracker:
         self._carbon = WindowCarbon(self.source, self.pue, self._warn)
         self._ledger = LedgerSink(self._ledger_arg, self._warn)
         self._primary = True
-        self._monitor_checked = False
+        self._monitor_check = MonitorCheck(self.monitors, {*self.keys, *LOG_KEYS})
         self._evaluated = False
         self._epoch = 0
         self._stop: Decision | None = None
@@ -371,7 +372,7 @@ class EpochTracker:
         totals.eval_kwh.append(summed["eval_joules"] / JOULES_PER_KWH)
         evaluated = self._evaluated if evaluated is None else evaluated
         self._evaluated = False
-        self._check_monitor(record, evaluated)
+        self._monitor_check.epoch(record, evaluated)
         if self._primary:
             self._ledger.add(record)
             self._report_trial(record)
@@ -385,52 +386,6 @@ class EpochTracker:
         except Exception as exc:  # noqa: BLE001 - fall back to this process's share
             self._warn("reduce", "summing energy across processes failed (%s)", exc)
             return local
-
-    def _missing_monitors(self, records: list[EpochRecord]) -> list[str]:
-        own = set(self.keys) | set(LOG_KEYS)
-        return [
-            name
-            for name in self.monitors
-            if name not in own and all(name not in r.metrics for r in records)
-        ]
-
-    def _check_monitor(self, record: EpochRecord, evaluated: bool) -> None:
-        """Warn, once, about a monitor absent at the first epoch that could have logged it.
-
-        An epoch without evaluation (Lightning's ``check_val_every_n_epoch=2``, Keras'
-        ``validation_freq``) cannot hold a validation metric, so the check waits for the first
-        epoch that evaluated; ``fit_end`` checks a run in which none did.
-        """
-        if self._monitor_checked:
-            return
-        missing = self._missing_monitors([record])
-        if missing and not evaluated:
-            return
-        self._monitor_checked = True
-        for name in missing:
-            logger.warning(
-                "monitor %r was not logged by the end of epoch %d; the metrics that exist "
-                "are: %s. Log it, or pass one of these as monitor.",
-                name,
-                record.epoch,
-                ", ".join(sorted(record.metrics)) or "none",
-            )
-
-    def _check_monitor_at_end(self) -> None:
-        records = self._totals.records
-        if self._monitor_checked or not records:
-            return
-        self._monitor_checked = True
-        for name in self._missing_monitors(records):
-            available = sorted({k for r in records for k in r.metrics})
-            logger.warning(
-                "monitor %r was not logged in any of the run's %d epochs, and none of them ran "
-                "an evaluation; the metrics that exist are: %s. Log it, or pass one of these "
-                "as monitor.",
-                name,
-                len(records),
-                ", ".join(available) or "none",
-            )
 
     def _report_trial(self, record: EpochRecord) -> None:
         if self.trial is None:
@@ -532,7 +487,7 @@ class EpochTracker:
                 self._summary = self._make_summary()
             return self._summary
         self._active = False
-        self._check_monitor_at_end()
+        self._monitor_check.run_end(self._totals.records)
         self._windows.stop()
         self._ledger.end(self._stop)
         self._summary = self._make_summary()
