@@ -80,6 +80,12 @@ class LightningCarbonMixin(_CallbackBase):
             trial=trial_sink(trial),
             metadata=metadata,
         )
+        self._reset_epoch_state()
+
+    def _reset_epoch_state(self) -> None:
+        self._metrics_before: dict[str, Any] = {}  # callback_metrics as the epoch began
+        self._validated = False  # a validation (not the sanity check) ran in the epoch
+        self._published: dict[str, Any] = {}  # the tensors we last put in callback_metrics
 
     # -------------------------------------------------------------- properties
 
@@ -99,6 +105,7 @@ class LightningCarbonMixin(_CallbackBase):
 
     @override
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        self._reset_epoch_state()
         hparams = getattr(pl_module, "hparams", None) or {}
         metadata = {
             "hyperparameters": _json_safe(dict(hparams)),
@@ -147,9 +154,9 @@ class LightningCarbonMixin(_CallbackBase):
             self._epoch_metrics(trainer),
             reduce=reduce,
             horizon=horizon,
-            evaluated=getattr(self, "_validated", False),
+            evaluated=self._validated,
         )
-        self._publish(trainer, self.tracker.log_dict())
+        self._publish(trainer, self.tracker.log_dict(theirs=self._theirs(trainer)))
         decision = self.tracker.decide()
         stop = decision.stop
         if distributed:
@@ -170,7 +177,7 @@ class LightningCarbonMixin(_CallbackBase):
         validation metrics of an epoch that did not validate (``check_val_every_n_epoch=2``, an
         epoch cut short by ``max_steps``), a step metric of an epoch that logged none.
         """
-        before = getattr(self, "_metrics_before", {})
+        before = self._metrics_before
         return {k: v for k, v in trainer.callback_metrics.items() if before.get(k) is not v}
 
     def _horizon(self, trainer: Any) -> Horizon | None:
@@ -238,6 +245,7 @@ class LightningCarbonMixin(_CallbackBase):
         tensors = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in values.items()}
         trainer.callback_metrics.update(tensors)
         trainer.logged_metrics.update(tensors)
+        self._published.update(tensors)
         loggers = list(getattr(trainer, "loggers", None) or [])
         if not loggers:
             return
@@ -259,13 +267,19 @@ class LightningCarbonMixin(_CallbackBase):
     def _publish_interim(self, trainer: Any) -> None:
         """The epoch-so-far keys into ``callback_metrics`` only: loggers get one row per epoch."""
         reduce = self._reducer(trainer) if trainer.world_size > 1 else None
-        values = self.tracker.interim_log_dict(reduce=reduce)
+        values = self.tracker.interim_log_dict(reduce=reduce, theirs=self._theirs(trainer))
         if values:
             import torch
 
-            trainer.callback_metrics.update(
-                {k: torch.tensor(float(v), dtype=torch.float64) for k, v in values.items()}
-            )
+            tensors = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in values.items()}
+            trainer.callback_metrics.update(tensors)
+            self._published.update(tensors)
+
+    def _theirs(self, trainer: Any) -> set[str]:
+        """Our key names under which ``callback_metrics`` holds a value we did not put there:
+        the module logs a metric of that name, and its value must not be written over."""
+        metrics, ours = trainer.callback_metrics, self._published
+        return {k for k in self.tracker.keys if k in metrics and metrics[k] is not ours.get(k)}
 
     @override
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:

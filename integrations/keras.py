@@ -53,7 +53,8 @@ class CarbonCallback(keras.callbacks.Callback):
         monitor: The metric to record next to each epoch's CO2e (e.g. ``"val_accuracy"``).
         trial: An Optuna trial: cumulative CO2e is reported to it each epoch, and
             ``optuna.TrialPruned`` is raised when it should be pruned.
-        prefix: Prepended to every logged key.
+        prefix: Prepended to every logged key. A metric of the fit's own under one of these
+            names keeps its value: that key of ours is left out, with one warning.
         pue: Data-centre power usage effectiveness (1.0 to 5.0), applied to CO2e only.
         ledger: None (default ledger), a path or database URL, a ``Ledger``, or False.
         meter: An ``EnergyMeter`` to use instead of a process-scope one built at fit start.
@@ -155,7 +156,7 @@ class CarbonCallback(keras.callbacks.Callback):
         horizon = keras_horizon(self, epoch) if self.tracker.policy is not None else None
         self.tracker.epoch_end(epoch, logs, horizon=horizon)
         if logs is not None:
-            logs.update(self.tracker.log_dict())
+            logs.update(self.tracker.log_dict(theirs=logs))  # a metric of the model's own wins
             self._choose_csv_columns(logs)
         if self.tracker.decide().stop:
             self.model.stop_training = True

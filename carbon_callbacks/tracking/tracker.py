@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 # The meter, ledger and intensity modules are imported here, with the adapter, not in the
@@ -396,24 +396,46 @@ class EpochTracker:
         except Exception as exc:  # noqa: BLE001
             self._warn("trial", "reporting CO2e to the Optuna trial failed (%s)", exc)
 
-    def log_dict(self, record: EpochRecord | None = None) -> dict[str, float]:
-        """The keys to log for an epoch (the last one by default), prefix included."""
+    def log_dict(
+        self, record: EpochRecord | None = None, *, theirs: Collection[str] = ()
+    ) -> dict[str, float]:
+        """The keys to log for an epoch (the last one by default), prefix included.
+
+        Args:
+            record: the epoch; None for the last one.
+            theirs: names the fit's own metrics hold this epoch: a key among them is left out
+                (with one warning) rather than written over the user's value.
+        """
         if record is None:
             if not self._totals.records:
                 return {}
             record = self._totals.records[-1]
         out = record.log_dict(self.prefix)
         out[self.prefix + EVAL_ENERGY_KEY] = self._totals.eval_kwh_of(record)
-        return out
+        return self._beside(out, theirs)
 
-    def interim_log_dict(self, *, reduce: Reducer | None = None) -> dict[str, float]:
+    def _beside(self, ours: dict[str, float], theirs: Collection[str]) -> dict[str, float]:
+        clash = sorted(k for k in ours if k in theirs)
+        if not clash:
+            return ours
+        self._warn(
+            "clash",
+            "the fit logs its own %s; its values are kept and the callback's left out "
+            "(pass prefix='carbon/' to log both)",
+            ", ".join(clash),
+        )
+        return {k: v for k, v in ours.items() if k not in clash}
+
+    def interim_log_dict(
+        self, *, reduce: Reducer | None = None, theirs: Collection[str] = ()
+    ) -> dict[str, float]:
         """The keys for the epoch so far, without closing it, prefix included.
 
         For a validation in the middle of an epoch (Lightning's ``val_check_interval=0.5``),
         where ``EarlyStopping`` and ``ModelCheckpoint`` read the monitored key: the ``*_total``
         keys are the run's totals up to now, the other keys cover the epoch so far. Nothing is
         recorded; ``epoch_end`` still closes the epoch. Under DDP every rank must call it with
-        ``reduce`` at the same point, as for ``epoch_end``.
+        ``reduce`` at the same point, as for ``epoch_end``. ``theirs`` as for ``log_dict``.
         """
         if not self._active:
             return {}
@@ -430,7 +452,7 @@ class EpochTracker:
         )
         out = record.log_dict(self.prefix)
         out[self.prefix + EVAL_ENERGY_KEY] = summed["eval_joules"] / JOULES_PER_KWH
-        return out
+        return self._beside(out, theirs)
 
     def decide(self) -> Decision:
         """Ask the policy (and the Optuna trial) whether to stop after the last epoch.
