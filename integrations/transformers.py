@@ -282,7 +282,7 @@ class CarbonCallback(TrainerCallback):
         try:
             self._trainer.log(dict(values))
         except Exception as exc:  # noqa: BLE001 - a reporter failing must not end training
-            logger.warning("carbon-callbacks: logging energy keys failed (%s)", exc)
+            self.tracker.warn_once("log", "logging the energy keys failed (%s)", exc)
         finally:
             self._emitting = False
             self._trainer.control.should_log = should_log
