@@ -83,11 +83,17 @@ def lightning_csv_rows(trainer: Any) -> list[dict[str, float]]:
 
 
 def keras_fit(
-    root: Path, callbacks: list[Any], *, epochs: int = 3, **fit_options: Any
+    root: Path,
+    callbacks: list[Any],
+    *,
+    epochs: int = 3,
+    metrics: tuple[Any, ...] = (),
+    **fit_options: Any,
 ) -> tuple[dict[str, list[float]], list[str], list[dict[str, str]]]:
     """A dense softmax classifier, 96 samples in batches of 16, a ``CSVLogger`` listed first.
 
-    Returns ``History.history``, the CSV's columns and its rows.
+    The model is compiled with ``accuracy`` and ``metrics``. Returns ``History.history``, the
+    CSV's columns and its rows.
     """
     import keras
     import numpy as np
@@ -97,7 +103,7 @@ def keras_fit(
     y = (x[:, 0] > 0).astype("int32")
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
-    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy", *metrics])
     root.mkdir(parents=True, exist_ok=True)
     csv_path = root / "log.csv"
     history = model.fit(
