@@ -87,9 +87,10 @@ class CarbonCallback(TrainerCallback):
         trainer.train()
         print(carbon.records[-1].co2_g_total, trainer.state.log_history[-2]["co2_g"])
 
-    Evaluation at epoch end is measured separately (``evaluation_energy_kwh``; it was
-    ``eval_energy_kwh``, which the integrations filed under ``eval/``); evaluations in the
-    middle of an epoch (``eval_strategy="steps"``) are part of that epoch's energy.
+    Evaluation at epoch end is measured separately (``evaluation_energy_kwh``, not
+    ``eval_...``, which the integrations would file under ``eval/`` as an evaluation metric);
+    evaluations in the middle of an epoch (``eval_strategy="steps"``) are part of that epoch's
+    energy.
     """
 
     def __init__(
