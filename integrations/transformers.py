@@ -218,6 +218,7 @@ class CarbonCallback(TrainerCallback):
                 return self._finish_epoch(args, state, control)
         return control
 
+    @override
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if "log" in self._awaiting and "evaluate" not in self._awaiting:
             # The announced log never came (it always precedes the save): close the epoch.

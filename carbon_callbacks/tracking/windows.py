@@ -118,7 +118,7 @@ class EpochWindows:
         """The window since the last boundary up to now, and the evaluation joules inside it,
         leaving the boundary where it is (the epoch so far, for a validation in mid-epoch)."""
         now = self.mark()
-        if now is not None and self._boundary is not None:
+        if now is not None and self._boundary is not None and self.meter is not None:
             try:
                 window = self.meter.window(self._boundary, now)
                 eval_joules = self._eval_joules
