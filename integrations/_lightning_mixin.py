@@ -80,6 +80,12 @@ class LightningCarbonMixin(_CallbackBase):
             trial=trial_sink(trial),
             metadata=metadata,
         )
+        self._reset_epoch_state()
+
+    def _reset_epoch_state(self) -> None:
+        self._metrics_before: dict[str, Any] = {}  # callback_metrics as the epoch began
+        self._validated = False  # a validation (not the sanity check) ran in the epoch
+        self._published: dict[str, Any] = {}  # the tensors we last put in callback_metrics
 
     # -------------------------------------------------------------- properties
 
@@ -99,6 +105,7 @@ class LightningCarbonMixin(_CallbackBase):
 
     @override
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        self._reset_epoch_state()
         hparams = getattr(pl_module, "hparams", None) or {}
         metadata = {
             "hyperparameters": _json_safe(dict(hparams)),
@@ -111,6 +118,10 @@ class LightningCarbonMixin(_CallbackBase):
     @override
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self.tracker.epoch_start(trainer.current_epoch)
+        # callback_metrics keeps every key ever logged; what this epoch produces replaces its
+        # value (a new tensor), so the values held now tell the epoch's metrics from leftovers.
+        self._metrics_before = dict(trainer.callback_metrics)
+        self._validated = False
         # Epoch-interval schedulers have stepped by the epoch's end: keep the LR it trained with.
         optimizers = getattr(trainer, "optimizers", None) or []
         self._epoch_lr = first_lr(optimizers[0]) if optimizers else None
@@ -120,8 +131,18 @@ class LightningCarbonMixin(_CallbackBase):
         self.tracker.eval_start()
 
     @override
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        # A validation in mid-epoch (val_check_interval < 1, or check_val_every_n_epoch > 1)
+        # is where EarlyStopping and ModelCheckpoint read their monitor: give them the run's
+        # totals up to now. This hook runs before any callback's on_validation_end.
+        if not trainer.sanity_checking:
+            self._publish_interim(trainer)
+
+    @override
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         self.tracker.eval_end()
+        if not trainer.sanity_checking:  # the sanity check's metrics are thrown away
+            self._validated = True
 
     @override
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
@@ -129,9 +150,13 @@ class LightningCarbonMixin(_CallbackBase):
         reduce = self._reducer(trainer) if distributed else None
         horizon = self._horizon(trainer) if self.tracker.policy is not None else None
         self.tracker.epoch_end(
-            trainer.current_epoch, trainer.callback_metrics, reduce=reduce, horizon=horizon
+            trainer.current_epoch,
+            self._epoch_metrics(trainer),
+            reduce=reduce,
+            horizon=horizon,
+            evaluated=self._validated,
         )
-        self._publish(trainer, self.tracker.log_dict())
+        self._publish(trainer, self.tracker.log_dict(theirs=self._theirs(trainer)))
         decision = self.tracker.decide()
         stop = decision.stop
         if distributed:
@@ -144,6 +169,16 @@ class LightningCarbonMixin(_CallbackBase):
             if self.tracker.pruned and not distributed:
                 self.tracker.fit_end()
                 self.tracker.check_pruned()
+
+    def _epoch_metrics(self, trainer: Any) -> dict[str, Any]:
+        """The callback metrics this epoch produced.
+
+        A value still the one held when the epoch began was left by an earlier epoch: the
+        validation metrics of an epoch that did not validate (``check_val_every_n_epoch=2``, an
+        epoch cut short by ``max_steps``), a step metric of an epoch that logged none.
+        """
+        before = self._metrics_before
+        return {k: v for k, v in trainer.callback_metrics.items() if before.get(k) is not v}
 
     def _horizon(self, trainer: Any) -> Horizon | None:
         """max_epochs and the first scheduler's coming learning rates, for the policy.
@@ -210,6 +245,7 @@ class LightningCarbonMixin(_CallbackBase):
         tensors = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in values.items()}
         trainer.callback_metrics.update(tensors)
         trainer.logged_metrics.update(tensors)
+        self._published.update(tensors)
         loggers = list(getattr(trainer, "loggers", None) or [])
         if not loggers:
             return
@@ -227,6 +263,23 @@ class LightningCarbonMixin(_CallbackBase):
                 self.tracker.warn_once(
                     "logger", "%s could not log the carbon keys (%s)", type(lg).__name__, exc
                 )
+
+    def _publish_interim(self, trainer: Any) -> None:
+        """The epoch-so-far keys into ``callback_metrics`` only: loggers get one row per epoch."""
+        reduce = self._reducer(trainer) if trainer.world_size > 1 else None
+        values = self.tracker.interim_log_dict(reduce=reduce, theirs=self._theirs(trainer))
+        if values:
+            import torch
+
+            tensors = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in values.items()}
+            trainer.callback_metrics.update(tensors)
+            self._published.update(tensors)
+
+    def _theirs(self, trainer: Any) -> set[str]:
+        """Our key names under which ``callback_metrics`` holds a value we did not put there:
+        the module logs a metric of that name, and its value must not be written over."""
+        metrics, ours = trainer.callback_metrics, self._published
+        return {k for k in self.tracker.keys if k in metrics and metrics[k] is not ours.get(k)}
 
     @override
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:

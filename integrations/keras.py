@@ -34,10 +34,12 @@ class CarbonCallback(keras.callbacks.Callback):
 
     From epoch 0 on, every epoch's ``logs`` get ``energy_kwh``, ``energy_kwh_total``, ``co2_g``,
     ``co2_g_total``, ``power_w``, ``cpu_energy_kwh``, ``gpu_energy_kwh``, ``ram_energy_kwh``,
-    ``intensity_g_per_kwh`` and ``eval_energy_kwh`` (validation's share), each with ``prefix``.
-    Keras hands one ``logs`` dict to the callbacks in list order, so keys reach ``CSVLogger``,
-    ``EarlyStopping`` or ``ModelCheckpoint`` only if this callback runs before them: it moves
-    itself to the front of the list when training begins (``History`` always sees them).
+    ``intensity_g_per_kwh`` and ``evaluation_energy_kwh`` (validation's share), each with
+    ``prefix``. Keras hands one ``logs`` dict to the callbacks in list order, so keys reach
+    ``CSVLogger``, ``EarlyStopping`` or ``ModelCheckpoint`` only if this callback runs before
+    them: it moves itself to the front of the list when training begins (``History`` always sees
+    them). A ``CSVLogger`` whose first epoch has no validation (``validation_freq=2``) adds a
+    ``val_`` column for every key; it gets none for these keys, which validation never logs.
     Training stops with ``model.stop_training`` when ``policy`` says so. At the end of training
     the run's summary (totals, intensity source, methods, stop reason) goes to the MLflow run
     (tags ``carbon.*``) and the W&B run (summary ``carbon/*``) active when training began.
@@ -51,7 +53,8 @@ class CarbonCallback(keras.callbacks.Callback):
         monitor: The metric to record next to each epoch's CO2e (e.g. ``"val_accuracy"``).
         trial: An Optuna trial: cumulative CO2e is reported to it each epoch, and
             ``optuna.TrialPruned`` is raised when it should be pruned.
-        prefix: Prepended to every logged key.
+        prefix: Prepended to every logged key. A metric of the fit's own under one of these
+            names keeps its value: that key of ours is left out, with one warning.
         pue: Data-centre power usage effectiveness (1.0 to 5.0), applied to CO2e only.
         ledger: None (default ledger), a path or database URL, a ``Ledger``, or False.
         meter: An ``EnergyMeter`` to use instead of a process-scope one built at fit start.
@@ -99,6 +102,7 @@ class CarbonCallback(keras.callbacks.Callback):
             metadata=metadata,
         )
         self._runs: list[Any] = []
+        self._csv_loggers: list[Any] = []
 
     @property
     def records(self) -> tuple[EpochRecord, ...]:
@@ -118,9 +122,13 @@ class CarbonCallback(keras.callbacks.Callback):
         # CallbackList loop now running on_train_begin neither skips nor repeats one.
         callbacks.callbacks.remove(self)
         callbacks.callbacks.insert(0, self)
+        self._csv_loggers = [
+            cb for cb in callbacks.callbacks if isinstance(cb, keras.callbacks.CSVLogger)
+        ]
 
     @override
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        self._csv_loggers = []
         self._run_first()
         params = self.params or {}
         metadata = {
@@ -148,12 +156,28 @@ class CarbonCallback(keras.callbacks.Callback):
         horizon = keras_horizon(self, epoch) if self.tracker.policy is not None else None
         self.tracker.epoch_end(epoch, logs, horizon=horizon)
         if logs is not None:
-            logs.update(self.tracker.log_dict())
+            logs.update(self.tracker.log_dict(theirs=logs))  # a metric of the model's own wins
+            self._choose_csv_columns(logs)
         if self.tracker.decide().stop:
             self.model.stop_training = True
             if self.tracker.pruned:  # TrialPruned ends fit: no on_train_end follows
                 publish_summary(self._runs, self.tracker.fit_end(), self.tracker.warn_once)
                 self.tracker.check_pruned()
+
+    def _choose_csv_columns(self, logs: Mapping[str, Any]) -> None:
+        """Pick the columns of a ``CSVLogger`` about to choose them, as it would, less the
+        ``val_`` twins of our keys.
+
+        ``CSVLogger`` fixes its columns at its first epoch end: the keys of that epoch's logs
+        and, if none starts with ``val_``, a ``val_`` twin of each, for the validations to come.
+        """
+        if any(k.startswith("val_") for k in logs):
+            return
+        own = set(self.tracker.keys)
+        for csv_logger in self._csv_loggers:
+            if getattr(csv_logger, "keys", ()) is None:
+                keys = sorted(logs)
+                csv_logger.keys = keys + [f"val_{k}" for k in keys if k not in own]
 
     @override
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:

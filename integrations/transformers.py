@@ -41,14 +41,17 @@ Not a class name, so ``restore_callback_states_from_checkpoint`` leaves our call
 class CarbonCallback(TrainerCallback):
     """Logs each epoch's energy and CO2e like any Trainer metric and stops on a carbon policy.
 
-    Once per epoch (after the epoch-end evaluation when there is one, so the record holds the
-    eval metrics and validation's energy) it emits one log entry with ``energy_kwh``,
-    ``energy_kwh_total``, ``co2_g``, ``co2_g_total``, ``power_w``, ``cpu_energy_kwh``,
-    ``gpu_energy_kwh``, ``ram_energy_kwh``, ``intensity_g_per_kwh`` and ``eval_energy_kwh``
-    (each with ``prefix``) through ``Trainer.log``, so they land in ``state.log_history`` and in
-    every ``report_to`` integration (TensorBoard as ``train/co2_g``, W&B, MLflow). A user
-    ``on_log`` that edits ``logs`` reaches neither, because ``Trainer.log`` copies the entry into
-    the history and the integrations run first. Training stops with
+    Once per epoch it emits one log entry with ``energy_kwh``, ``energy_kwh_total``, ``co2_g``,
+    ``co2_g_total``, ``power_w``, ``cpu_energy_kwh``, ``gpu_energy_kwh``, ``ram_energy_kwh``,
+    ``intensity_g_per_kwh`` and ``evaluation_energy_kwh`` (each with ``prefix``) through
+    ``Trainer.log``, so they land in ``state.log_history`` and in every ``report_to``
+    integration (TensorBoard as ``train/co2_g``, W&B, MLflow). The entry follows the Trainer's
+    own epoch-end log and evaluation, when they happen, so the epoch's record holds that epoch's
+    ``loss`` and eval metrics (and only that epoch's: a metric not logged in an epoch is absent
+    from its record) and evaluation's energy; the Trainer's own entries are left as they would
+    be without this callback. A user ``on_log`` that edits ``logs`` reaches neither the history
+    nor the integrations, because ``Trainer.log`` copies the entry into the history and the
+    integrations run first. Training stops with
     ``control.should_training_stop`` when ``policy`` says so. The totals are kept in
     ``TrainerState.stateful_callbacks`` (inside every checkpoint), so
     ``train(resume_from_checkpoint=...)`` continues them. At the end of training the run's
@@ -84,8 +87,10 @@ class CarbonCallback(TrainerCallback):
         trainer.train()
         print(carbon.records[-1].co2_g_total, trainer.state.log_history[-2]["co2_g"])
 
-    Evaluation at epoch end is measured separately (``eval_energy_kwh``); evaluations in the
-    middle of an epoch (``eval_strategy="steps"``) are part of that epoch's energy.
+    Evaluation at epoch end is measured separately (``evaluation_energy_kwh``, not
+    ``eval_...``, which the integrations would file under ``eval/`` as an evaluation metric);
+    evaluations in the middle of an epoch (``eval_strategy="steps"``) are part of that epoch's
+    energy.
     """
 
     def __init__(
@@ -116,7 +121,8 @@ class CarbonCallback(TrainerCallback):
         self._trainer: Any = None
         self._metrics: dict[str, float] = {}
         self._epoch = 0
-        self._eval_pending = False
+        self._awaiting: set[str] = set()
+        self._evaluated = False
         self._emitting = False
         self._runs: list[Any] = []
         self._epoch_lr: float | None = None
@@ -143,7 +149,8 @@ class CarbonCallback(TrainerCallback):
         if saved and state.global_step > 0:
             self.tracker.load_state_dict(saved)
         self._metrics = {}
-        self._eval_pending = False
+        self._awaiting = set()
+        self._evaluated = False
         metadata = {
             "model": type(kwargs.get("model")).__name__,
             "hyperparameters": {
@@ -160,7 +167,7 @@ class CarbonCallback(TrainerCallback):
 
     @override
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._eval_pending:  # the announced evaluation never reported: close the epoch
+        if self._awaiting:  # what the last epoch's end announced never came: close it now
             self._finish_epoch(args, state, control)
         self._epoch = int(round(state.epoch or 0.0))
         self._epoch_lr = first_lr(kwargs.get("optimizer"))
@@ -168,15 +175,20 @@ class CarbonCallback(TrainerCallback):
 
     @override
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        # DefaultFlowCallback (always first in the list) has just decided whether an evaluation
-        # follows; if so the epoch closes when it ends, with its metrics and energy.
+        # DefaultFlowCallback (always first in the list) has just decided what follows the
+        # epoch: the Trainer's own log (loss, grad_norm, learning_rate), then an evaluation.
+        # The epoch closes after the last of them, so its record holds what they produce.
         if self.tracker.policy is not None:  # the schedule ahead, for the policy
             self._horizon = transformers_horizon(
                 args, state, self._epoch, self._epoch_lr, kwargs, self.tracker.warn_once
             )
+        self._awaiting = set()
+        if control.should_log and self._trainer_logs_now(state):
+            self._awaiting.add("log")
         if control.should_evaluate:
-            self._eval_pending = True
+            self._awaiting.add("evaluate")
             self.tracker.eval_start()
+        if self._awaiting:
             return control
         return self._finish_epoch(args, state, control)
 
@@ -186,7 +198,8 @@ class CarbonCallback(TrainerCallback):
         **kwargs: Any,
     ) -> Any:
         self._metrics.update(scalar_metrics(metrics))
-        if self._eval_pending:
+        self._evaluated = True
+        if "evaluate" in self._awaiting:  # the Trainer has logged before it evaluates
             self.tracker.eval_end()
             return self._finish_epoch(args, state, control)
         return control
@@ -195,23 +208,51 @@ class CarbonCallback(TrainerCallback):
     def on_log(
         self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None,
         **kwargs: Any,
-    ) -> None:
-        if not self._emitting:
-            self._metrics.update(scalar_metrics(logs))
+    ) -> Any:
+        if self._emitting:
+            return control
+        self._metrics.update(scalar_metrics(logs))
+        if "log" in self._awaiting:  # the Trainer's epoch-end log: the first one after it
+            self._awaiting.discard("log")
+            if not self._awaiting:
+                return self._finish_epoch(args, state, control)
+        return control
+
+    @override
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if "log" in self._awaiting and "evaluate" not in self._awaiting:
+            # The announced log never came (it always precedes the save): close the epoch.
+            return self._finish_epoch(args, state, control)
+        return control
 
     @override
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._eval_pending:  # an evaluation was announced but never reported
+        if self._awaiting:  # announced but never came
             self._finish_epoch(args, state, control)
         publish_summary(self._runs, self.tracker.fit_end(), self.tracker.warn_once)
 
     # -------------------------------------------------------------- internals
 
+    def _trainer_logs_now(self, state: Any) -> bool:
+        """Whether the Trainer's epoch-end log will happen (it skips it when no step ran since
+        its last log, as after ``logging_first_step`` in a one-step epoch)."""
+        last = getattr(self._trainer, "_globalstep_last_logged", None)
+        return not isinstance(last, int) or state.global_step > last
+
     def _finish_epoch(self, args: Any, state: Any, control: Any) -> Any:
-        self._eval_pending = False
+        if "evaluate" in self._awaiting:  # an evaluation announced but never reported
+            self.tracker.eval_end()
+        self._awaiting = set()
         metrics = {k: v for k, v in self._metrics.items() if k not in ("epoch", "step")}
+        # Only what this epoch logged: a key the next epoch does not log must not carry over.
+        self._metrics = {}
+        evaluated, self._evaluated = self._evaluated, False
         self.tracker.epoch_end(
-            self._epoch, metrics, reduce=_distributed_sum(), horizon=self._horizon
+            self._epoch,
+            metrics,
+            reduce=_distributed_sum(),
+            horizon=self._horizon,
+            evaluated=evaluated,
         )
         self._emit(state, self.tracker.log_dict())
         # Saved with every checkpoint from here on; read back in on_train_begin when resuming.
@@ -235,13 +276,18 @@ class CarbonCallback(TrainerCallback):
         if self._trainer is None:
             state.log_history.append({**values, "epoch": state.epoch, "step": state.global_step})
             return
+        # Trainer.log ends in CallbackHandler.on_log, which clears control.should_log: the
+        # Trainer's own decision to log is kept, whatever it was.
+        control = self._trainer.control
+        should_log = control.should_log
         self._emitting = True
         try:
             self._trainer.log(dict(values))
         except Exception as exc:  # noqa: BLE001 - a reporter failing must not end training
-            logger.warning("carbon-callbacks: logging energy keys failed (%s)", exc)
+            self.tracker.warn_once("log", "logging the energy keys failed (%s)", exc)
         finally:
             self._emitting = False
+            self._trainer.control.should_log = should_log
 
 
 def _distributed() -> Any:

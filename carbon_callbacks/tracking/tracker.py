@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 # The meter, ledger and intensity modules are imported here, with the adapter, not in the
@@ -37,14 +37,20 @@ from carbon_callbacks.records import (
 )
 from carbon_callbacks.tracking.distributed import Reducer, sum_across_ranks
 from carbon_callbacks.tracking.metrics import scalar_metrics
+from carbon_callbacks.tracking.monitor_check import MonitorCheck
 from carbon_callbacks.tracking.sinks import LedgerSink, LedgerSpec, TrialSink, is_ledger_arg
 from carbon_callbacks.tracking.state import RunTotals, epoch_record
 from carbon_callbacks.tracking.windows import EpochWindows, WindowCarbon
 
 logger = logging.getLogger(__name__)
 
-EVAL_ENERGY_KEY = "eval_energy_kwh"
-"""Logged next to the record's own keys: the share of the epoch's energy spent in evaluation."""
+EVAL_ENERGY_KEY = "evaluation_energy_kwh"
+"""Logged next to the record's own keys: the share of the epoch's energy spent in evaluation.
+
+Not ``eval_...``: transformers' TensorBoard and W&B integrations file every ``eval_`` key under
+``eval/`` (``eval/energy_kwh``), as if it were an evaluation metric; this key is part of the
+training epoch's energy, so it belongs beside the others (``train/evaluation_energy_kwh``).
+"""
 
 LOG_KEYS: tuple[str, ...] = (*EpochRecord.LOG_KEYS, EVAL_ENERGY_KEY)
 """Every key an adapter logs per epoch (before the prefix)."""
@@ -179,7 +185,9 @@ class EpochTracker:
         self._carbon = WindowCarbon(self.source, self.pue, self._warn)
         self._ledger = LedgerSink(self._ledger_arg, self._warn)
         self._primary = True
-        self._monitor_checked = False
+        self._monitor_check = MonitorCheck(self.monitors, {*self.keys, *LOG_KEYS})
+        self._evaluated = False
+        self._epoch = 0
         self._stop: Decision | None = None
         self._pruned = False
         self._summary: RunSummary | None = None
@@ -307,10 +315,12 @@ class EpochTracker:
         """Mark the start of a training epoch (starts the run if ``fit_start`` was missed)."""
         if not self._active:
             self.fit_start()
+        self._epoch = int(epoch)
 
     def eval_start(self) -> None:
-        """Mark the start of evaluation; its energy is reported as ``eval_energy_kwh``."""
+        """Mark the start of evaluation; its energy is reported as ``evaluation_energy_kwh``."""
         if self._active:
+            self._evaluated = True
             self._windows.eval_start()
 
     def eval_end(self) -> None:
@@ -324,6 +334,7 @@ class EpochTracker:
         *,
         reduce: Reducer | None = None,
         horizon: Horizon | None = None,
+        evaluated: bool | None = None,
     ) -> EpochRecord:
         """Close the epoch's window and return its record (also written to the ledger).
 
@@ -334,6 +345,9 @@ class EpochTracker:
                 record then holds the sum over all processes (never the average).
             horizon: What the adapter read of the run's future (max_epochs, the learning
                 rates its schedule will set), kept on the record for the policy.
+            evaluated: Whether an evaluation producing metrics ran in this epoch; None: whether
+                ``eval_start()`` opened one since the last epoch end. Until one has, a monitor
+                missing from the metrics is not warned about (it may be an evaluation metric).
 
         Returns:
             The epoch's record (all processes).
@@ -346,12 +360,7 @@ class EpochTracker:
         local = self._carbon.quantities(window, eval_joules)
         totals = self._totals
         totals.local_energy_kwh += local["joules"] / JOULES_PER_KWH
-        summed = local
-        if reduce is not None:
-            try:
-                summed = sum_across_ranks(local, reduce)
-            except Exception as exc:  # noqa: BLE001 - fall back to this process's share
-                self._warn("reduce", "summing energy across processes failed (%s)", exc)
+        summed = self._sum(local, reduce)
         totals.energy_kwh += summed["joules"] / JOULES_PER_KWH
         totals.co2_g += summed["co2_g"]
         own = set(self.keys) | set(LOG_KEYS)
@@ -361,27 +370,22 @@ class EpochTracker:
             record = dataclasses.replace(record, horizon=horizon)
         totals.records.append(record)
         totals.eval_kwh.append(summed["eval_joules"] / JOULES_PER_KWH)
-        self._check_monitor(record)
+        evaluated = self._evaluated if evaluated is None else evaluated
+        self._evaluated = False
+        self._monitor_check.epoch(record, evaluated)
         if self._primary:
             self._ledger.add(record)
             self._report_trial(record)
         return record
 
-    def _check_monitor(self, record: EpochRecord) -> None:
-        if self._monitor_checked:
-            return
-        self._monitor_checked = True
-        own = set(self.keys) | set(LOG_KEYS)
-        for name in self.monitors:
-            if name not in record.metrics and name not in own:
-                available = ", ".join(sorted(record.metrics)) or "none"
-                logger.warning(
-                    "monitor %r was not logged by the end of epoch %d; the metrics that exist "
-                    "are: %s. Log it, or pass one of these as monitor.",
-                    name,
-                    record.epoch,
-                    available,
-                )
+    def _sum(self, local: dict[str, float], reduce: Reducer | None) -> dict[str, float]:
+        if reduce is None:
+            return local
+        try:
+            return sum_across_ranks(local, reduce)
+        except Exception as exc:  # noqa: BLE001 - fall back to this process's share
+            self._warn("reduce", "summing energy across processes failed (%s)", exc)
+            return local
 
     def _report_trial(self, record: EpochRecord) -> None:
         if self.trial is None:
@@ -392,15 +396,63 @@ class EpochTracker:
         except Exception as exc:  # noqa: BLE001
             self._warn("trial", "reporting CO2e to the Optuna trial failed (%s)", exc)
 
-    def log_dict(self, record: EpochRecord | None = None) -> dict[str, float]:
-        """The keys to log for an epoch (the last one by default), prefix included."""
+    def log_dict(
+        self, record: EpochRecord | None = None, *, theirs: Collection[str] = ()
+    ) -> dict[str, float]:
+        """The keys to log for an epoch (the last one by default), prefix included.
+
+        Args:
+            record: the epoch; None for the last one.
+            theirs: names the fit's own metrics hold this epoch: a key among them is left out
+                (with one warning) rather than written over the user's value.
+        """
         if record is None:
             if not self._totals.records:
                 return {}
             record = self._totals.records[-1]
         out = record.log_dict(self.prefix)
         out[self.prefix + EVAL_ENERGY_KEY] = self._totals.eval_kwh_of(record)
-        return out
+        return self._beside(out, theirs)
+
+    def _beside(self, ours: dict[str, float], theirs: Collection[str]) -> dict[str, float]:
+        clash = sorted(k for k in ours if k in theirs)
+        if not clash:
+            return ours
+        self._warn(
+            "clash",
+            "the fit logs its own %s; its values are kept and the callback's left out "
+            "(pass prefix='carbon/' to log both)",
+            ", ".join(clash),
+        )
+        return {k: v for k, v in ours.items() if k not in clash}
+
+    def interim_log_dict(
+        self, *, reduce: Reducer | None = None, theirs: Collection[str] = ()
+    ) -> dict[str, float]:
+        """The keys for the epoch so far, without closing it, prefix included.
+
+        For a validation in the middle of an epoch (Lightning's ``val_check_interval=0.5``),
+        where ``EarlyStopping`` and ``ModelCheckpoint`` read the monitored key: the ``*_total``
+        keys are the run's totals up to now, the other keys cover the epoch so far. Nothing is
+        recorded; ``epoch_end`` still closes the epoch. Under DDP every rank must call it with
+        ``reduce`` at the same point, as for ``epoch_end``. ``theirs`` as for ``log_dict``.
+        """
+        if not self._active:
+            return {}
+        window, eval_joules = self._windows.peek()
+        summed = self._sum(self._carbon.quantities(window, eval_joules), reduce)
+        totals = self._totals
+        record = epoch_record(
+            self._epoch, window, summed, totals, self._carbon.last, self.pue, {}
+        )
+        record = dataclasses.replace(
+            record,
+            energy_kwh_total=totals.energy_kwh + record.energy_kwh,
+            co2_g_total=totals.co2_g + record.co2_g,
+        )
+        out = record.log_dict(self.prefix)
+        out[self.prefix + EVAL_ENERGY_KEY] = summed["eval_joules"] / JOULES_PER_KWH
+        return self._beside(out, theirs)
 
     def decide(self) -> Decision:
         """Ask the policy (and the Optuna trial) whether to stop after the last epoch.
@@ -457,6 +509,7 @@ class EpochTracker:
                 self._summary = self._make_summary()
             return self._summary
         self._active = False
+        self._monitor_check.run_end(self._totals.records)
         self._windows.stop()
         self._ledger.end(self._stop)
         self._summary = self._make_summary()

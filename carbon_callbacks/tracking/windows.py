@@ -114,6 +114,22 @@ class EpochWindows:
         start = self._boundary.wall if self._boundary is not None else self.fit_start_wall
         return _empty_window(start), 0.0
 
+    def peek(self) -> tuple[Window, float]:
+        """The window since the last boundary up to now, and the evaluation joules inside it,
+        leaving the boundary where it is (the epoch so far, for a validation in mid-epoch)."""
+        now = self.mark()
+        if now is not None and self._boundary is not None and self.meter is not None:
+            try:
+                window = self.meter.window(self._boundary, now)
+                eval_joules = self._eval_joules
+                if self._eval is not None:  # the evaluation still running counts so far
+                    eval_joules += self.meter.window(self._eval, now).joules
+                return window, min(eval_joules, window.joules)
+            except Exception as exc:  # noqa: BLE001
+                self._warn("meter", "energy meter failed (%s); energy is logged as 0", exc)
+        start = self._boundary.wall if self._boundary is not None else self.fit_start_wall
+        return _empty_window(start), 0.0
+
     def run_window(self) -> Window | None:
         """This process's energy from fit start to the last boundary, in one window."""
         if self.meter is None or self._start is None or self._boundary is None:

@@ -62,11 +62,11 @@ def test_history_and_csv_logger_have_the_keys_from_epoch_0(tmp_path):
 def test_validation_energy_is_measured_separately(tmp_path):
     history = tiny_fit([CarbonCallback(intensity=INTENSITY)], epochs=2)
     for total, evaluation in zip(
-        history.history["energy_kwh"], history.history["eval_energy_kwh"], strict=True
+        history.history["energy_kwh"], history.history["evaluation_energy_kwh"], strict=True
     ):
         assert 0 < evaluation < total
     without = tiny_fit([CarbonCallback(intensity=INTENSITY)], epochs=1, validation=False)
-    assert without.history["eval_energy_kwh"] == [0.0]
+    assert without.history["evaluation_energy_kwh"] == [0.0]
 
 
 def test_early_stopping_can_monitor_co2_g_total():

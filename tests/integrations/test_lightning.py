@@ -97,7 +97,7 @@ def test_csv_logger_has_every_key_for_every_epoch_and_epochs_add_up(tmp_path):
             assert row[key] != "", key
         assert float(row["energy_kwh"]) > 0
         assert float(row["co2_g"]) == pytest.approx(float(row["energy_kwh"]) * INTENSITY, rel=1e-5)
-        assert 0 < float(row["eval_energy_kwh"]) < float(row["energy_kwh"])
+        assert 0 < float(row["evaluation_energy_kwh"]) < float(row["energy_kwh"])
     per_epoch = sum(float(r["energy_kwh"]) for r in rows)
     # The loggers get the float64 values (not float32 tensors): the sum holds to rounding.
     assert per_epoch == pytest.approx(float(rows[-1]["energy_kwh_total"]), rel=1e-9)
@@ -205,8 +205,9 @@ class DyingMeter(EnergyMeter):
 
 
 def test_a_meter_failing_mid_run_warns_once_and_training_finishes(tmp_path, caplog):
-    # 6 good marks: fit start, sanity-check validation (2), epoch 0's validation (2) and end.
-    carbon = CarbonCallback(intensity=INTENSITY, meter=DyingMeter(ok=6))
+    # 7 good marks: fit start, sanity-check validation (2), epoch 0's validation (start, the
+    # keys so far at its end for EarlyStopping, end) and the epoch's end.
+    carbon = CarbonCallback(intensity=INTENSITY, meter=DyingMeter(ok=7))
     with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracking.tracker"):
         trainer = fit(tmp_path, [carbon], max_epochs=3)
     assert trainer.current_epoch == 3

@@ -84,7 +84,7 @@ def test_log_history_and_tensorboard_have_the_keys_every_epoch(tmp_path, monkeyp
     for entry in entries:
         assert set(LOG_KEYS) <= set(entry)
         assert entry["energy_kwh"] > 0
-        assert 0 < entry["eval_energy_kwh"] < entry["energy_kwh"]
+        assert 0 < entry["evaluation_energy_kwh"] < entry["energy_kwh"]
     per_epoch = sum(e["energy_kwh"] for e in entries)
     assert per_epoch == pytest.approx(entries[-1]["energy_kwh_total"], rel=1e-3)
     assert per_epoch == pytest.approx(carbon.tracker.run_window().kwh, rel=1e-3)
@@ -115,7 +115,7 @@ def test_every_epoch_is_logged_without_evaluation_or_epoch_logging(tmp_path):
     trainer.train()
     entries = carbon_entries(trainer)
     assert [e["step"] for e in entries] == [4, 8]
-    assert all(e["eval_energy_kwh"] == 0 for e in entries)
+    assert all(e["evaluation_energy_kwh"] == 0 for e in entries)
 
 
 def test_a_carbon_budget_stops_the_run_early(tmp_path):

@@ -105,7 +105,7 @@ def test_evaluation_is_measured_separately_and_counted_in_its_epoch():
     logged = tracker.log_dict()
 
     assert record.energy_kwh == pytest.approx(1600 / JOULES_PER_KWH)
-    assert logged["carbon/eval_energy_kwh"] == pytest.approx(500 / JOULES_PER_KWH)
+    assert logged["carbon/evaluation_energy_kwh"] == pytest.approx(500 / JOULES_PER_KWH)
     assert set(logged) == {"carbon/" + k for k in LOG_KEYS}
     assert logged["carbon/co2_g_total"] == record.co2_g_total
 
@@ -276,11 +276,52 @@ def test_monitor_never_logged_warns_once_naming_the_metrics_that_exist(caplog):
     tracker = make(ScriptedMeter([J(), J(1), J(1)]), monitor="val_accuracy")
     tracker.fit_start()
     with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracking.tracker"):
-        tracker.epoch_end(0, {"val_acc": 0.5, "loss": 1.0})
-        tracker.epoch_end(1, {"val_acc": 0.6, "loss": 0.9})
+        tracker.epoch_end(0, {"val_acc": 0.5, "loss": 1.0}, evaluated=True)
+        tracker.epoch_end(1, {"val_acc": 0.6, "loss": 0.9}, evaluated=True)
+        tracker.fit_end()
     warnings = [r.getMessage() for r in caplog.records if "monitor" in r.getMessage()]
     assert len(warnings) == 1
     assert "'val_accuracy'" in warnings[0] and "loss, val_acc" in warnings[0]
+
+
+def test_the_monitor_check_waits_for_the_first_epoch_that_evaluated(caplog):
+    # marks: fit start, epoch 0 end, epoch 1's evaluation (2) and end, epoch 2 end
+    tracker = make(ScriptedMeter([J(), J(1), J(1), J(1), J(1), J(1)]), monitor="val_loss")
+    tracker.fit_start()
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracking.tracker"):
+        tracker.epoch_end(0, {"loss": 1.0})  # no evaluation yet: val_loss cannot be there
+        assert not [r for r in caplog.records if "monitor" in r.getMessage()]
+        tracker.eval_start()
+        tracker.eval_end()
+        tracker.epoch_end(1, {"loss": 0.9, "val_acc": 0.5})  # evaluated, still no val_loss
+        tracker.epoch_end(2, {"loss": 0.8})
+        tracker.fit_end()
+    warnings = [r.getMessage() for r in caplog.records if "monitor" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "end of epoch 1" in warnings[0] and "loss, val_acc" in warnings[0]
+
+
+def test_a_run_that_never_evaluates_is_warned_about_its_missing_monitor_at_its_end(caplog):
+    tracker = make(ScriptedMeter([J(), J(1), J(1)]), monitor="val_loss")
+    tracker.fit_start()
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracking.tracker"):
+        tracker.epoch_end(0, {"loss": 1.0})
+        tracker.epoch_end(1, {"loss": 0.9})
+        assert not [r for r in caplog.records if "monitor" in r.getMessage()]
+        tracker.fit_end()
+    warnings = [r.getMessage() for r in caplog.records if "monitor" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "any of the run's 2 epochs" in warnings[0] and "loss" in warnings[0]
+
+
+def test_a_monitor_logged_before_any_evaluation_is_not_warned_about(caplog):
+    tracker = make(ScriptedMeter([J(), J(1), J(1)]), monitor="loss")
+    tracker.fit_start()
+    with caplog.at_level(logging.WARNING, logger="carbon_callbacks.tracking.tracker"):
+        tracker.epoch_end(0, {"loss": 1.0})
+        tracker.epoch_end(1, {})
+        tracker.fit_end()
+    assert not [r for r in caplog.records if "monitor" in r.getMessage()]
 
 
 def test_monitoring_our_own_key_is_not_a_missing_metric(caplog):
@@ -399,3 +440,26 @@ def test_real_meter_epochs_add_up_to_the_run_window():
     assert run.kwh > 0
     assert per_epoch == pytest.approx(run.kwh, rel=1e-3)
     assert tracker.records[-1].energy_kwh_total == pytest.approx(per_epoch, rel=1e-12)
+
+
+def test_interim_keys_give_the_totals_so_far_without_closing_the_epoch():
+    # marks: fit start, epoch 0 end, epoch 1's evaluation start, the interim, evaluation end,
+    # epoch 1 end
+    meter = ScriptedMeter([J(), J(3600), J(1800), J(1800), J(3600), J()])
+    tracker = make(meter, prefix="carbon/")
+    tracker.fit_start()
+    tracker.epoch_end(0)
+    tracker.eval_start()  # still running at the interim: it counts so far
+    interim = tracker.interim_log_dict()
+    assert interim["carbon/energy_kwh"] == pytest.approx(3600 / JOULES_PER_KWH)
+    assert interim["carbon/energy_kwh_total"] == pytest.approx(2 * 3600 / JOULES_PER_KWH)
+    assert interim["carbon/co2_g_total"] == pytest.approx(2 * 3600 / JOULES_PER_KWH * INTENSITY)
+    assert interim["carbon/evaluation_energy_kwh"] == pytest.approx(1800 / JOULES_PER_KWH)
+    assert set(interim) == set(tracker.keys)
+    assert len(tracker.records) == 1  # nothing recorded
+    tracker.eval_end()
+    record = tracker.epoch_end(1)
+    assert record.energy_kwh == pytest.approx(2 * 3600 / JOULES_PER_KWH)  # the whole epoch
+    assert record.energy_kwh_total == pytest.approx(3 * 3600 / JOULES_PER_KWH)
+    tracker.fit_end()
+    assert tracker.interim_log_dict() == {}  # after the run: nothing to give
