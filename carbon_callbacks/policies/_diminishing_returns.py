@@ -16,6 +16,7 @@ from carbon_callbacks.policies._base import (
 )
 from carbon_callbacks.policies._base import check_mode as check_monitor_mode
 from carbon_callbacks.policies._forecast import epoch_cost_g
+from carbon_callbacks.policies._schedule import fit_segment, lr_drop_ahead
 from carbon_callbacks.policies._trend import patience_stop, turn_stop
 from carbon_callbacks.policies.metric_names import metric_direction
 from carbon_callbacks.records import EpochRecord
@@ -156,16 +157,10 @@ class DiminishingReturns:
         self.min_gain_per_kg = positive("min_gain_per_kg", min_gain_per_kg, allow_zero=True)
         self.max_epochs = None if max_epochs is None else count("max_epochs", max_epochs, 1)
         self.max_co2_g = positive("max_co2_g", max_co2_g)
-        c = positive("confidence", confidence)
-        if c is None or not 0 < c < 1:
-            raise ValueError(f"confidence must be in (0, 1), e.g. 0.9, got {confidence!r}.")
-        self.confidence = c
+        self.confidence = _between("confidence", confidence, 0.0, "0.9")
         self.min_epochs = count("min_epochs", min_epochs, 4)
         self.warmup = count("warmup", warmup, 0)
-        drop = positive("lr_drop", lr_drop)
-        if drop is None or drop >= 1:
-            raise ValueError(f"lr_drop must be in (0, 1), e.g. 0.5, got {lr_drop!r}.")
-        self.lr_drop = drop
+        self.lr_drop = _between("lr_drop", lr_drop, 0.0, "0.5")
         self.max_points = count("max_points", max_points, self.min_epochs)
         if criterion not in ("expected", "upper"):
             raise ValueError(f"criterion must be 'expected' or 'upper', got {criterion!r}.")
@@ -179,12 +174,7 @@ class DiminishingReturns:
             raise ValueError("patience_monitor must be a metric name, e.g. 'val_loss'.")
         self.patience_monitor = patience_monitor
         self.turn_window = None if turn_window is None else count("turn_window", turn_window, 4)
-        tc = positive("turn_confidence", turn_confidence)
-        if tc is None or not 0.5 < tc < 1:
-            raise ValueError(
-                f"turn_confidence must be in (0.5, 1), e.g. 0.95, got {turn_confidence!r}."
-            )
-        self.turn_confidence = tc
+        self.turn_confidence = _between("turn_confidence", turn_confidence, 0.5, "0.95")
         self._warned: set[str] = set()
 
     def __repr__(self) -> str:
@@ -226,11 +216,8 @@ class DiminishingReturns:
                 "pass DiminishingReturns(..., max_epochs=N).",
             )
             return CONTINUE
-        end_epoch = max_epochs - 1
         cost_g = epoch_cost_g(records, warmup=max(self.warmup, 1))
-        if self.max_co2_g is not None and cost_g > 0:
-            affordable = int(max(self.max_co2_g - last.co2_g_total, 0.0) // cost_g)
-            end_epoch = min(end_epoch, last.epoch + affordable)
+        end_epoch = horizon_end(last, max_epochs, self.max_co2_g, cost_g)
         if end_epoch <= last.epoch:
             return CONTINUE
         recent = records[-self.max_points :]
@@ -238,10 +225,11 @@ class DiminishingReturns:
             decision = check(recent)
             if decision is not None:
                 return decision
-        waiting = self._drop_ahead(last, cost_g)
+        net_on = self.patience_monitor if self.patience is not None else None
+        waiting = lr_drop_ahead(last, self.lr_drop, cost_g, net_on)
         if waiting is not None:
             return waiting
-        points = self._segment(records)
+        points = fit_segment(records, self.monitor, self.warmup, self.max_points, self.lr_drop)
         if len(points) < self.min_epochs:
             return CONTINUE
         # numpy loads with the first forecast, not with the adapters that import the policies.
@@ -266,7 +254,16 @@ class DiminishingReturns:
         figure = forecast.expected_gain if self.criterion == "expected" else forecast.gain_high
         if figure >= threshold:
             return CONTINUE
-        return self._stop(records, points, forecast, end_epoch, remaining_g, threshold, priced)
+        why = (
+            f"below max_loss {self.max_loss:g}"
+            if threshold == self.max_loss
+            else f"worth less than {remaining_g:.3g} g CO2e at {self.min_gain_per_kg:g} per kg "
+            f"({priced:.3g})"
+        )
+        return forecast_stop(
+            records, points, forecast, self.monitor, self.mode, self.confidence,
+            end_epoch=end_epoch, remaining_g=remaining_g, threshold=threshold, why=why,
+        )  # fmt: skip
 
     def _patience_net(self, recent: Sequence[EpochRecord]) -> Decision | None:
         if self.patience is None:
@@ -283,99 +280,89 @@ class DiminishingReturns:
             self.monitor, self.mode,
         )  # fmt: skip
 
-    def _drop_ahead(self, last: EpochRecord, cost_g: float) -> Decision | None:
-        """A ``CONTINUE`` that says why, when the schedule lowers the LR before the horizon."""
-        h = last.horizon
-        if h is None or not h.lr or not h.lr_ahead:
-            return None
-        for k, lr in enumerate(h.lr_ahead, start=1):
-            if lr < self.lr_drop * h.lr:
-                epoch = last.epoch + k
-                reason = (
-                    f"waiting: the {h.scheduler or 'learning-rate'} schedule lowers the learning "
-                    f"rate from {h.lr:.3g} to {lr:.3g} by epoch {epoch} ({k} epochs, about "
-                    f"{k * cost_g:.3g} g CO2e away), so the curve's past does not forecast its "
-                    "future"
-                    + (
-                        f"; the patience net on {self.patience_monitor} still applies"
-                        if self.patience is not None
-                        else ""
-                    )
-                )
-                details = {"rule": "DiminishingReturns", "epoch": last.epoch, "waiting_for": epoch}
-                return Decision(False, reason, details)
-        return None
 
-    def _segment(self, records: Sequence[EpochRecord]) -> list[EpochRecord]:
-        """The recent records with the metric, back to the warm-up or the last LR drop."""
-        out: list[EpochRecord] = []
-        lr_now = records[-1].horizon.lr if records[-1].horizon else None
-        for r in reversed(records):
-            if r.epoch < self.warmup or len(out) == self.max_points:
-                break
-            lr = r.horizon.lr if r.horizon else None
-            if lr_now and lr and lr_now < self.lr_drop * lr:
-                break  # before the last drop: another regime
-            v = r.metric(self.monitor)
-            if v is not None and not math.isnan(v):
-                out.append(r)
-        return out[::-1]
+def _between(name: str, value: float, low: float, example: str) -> float:
+    """``value`` checked to lie in the open interval (``low``, 1)."""
+    number = positive(name, value)
+    if number is None or not low < number < 1:
+        raise ValueError(f"{name} must be in ({low:g}, 1), e.g. {example}, got {value!r}.")
+    return number
 
-    def _stop(
-        self,
-        records: Sequence[EpochRecord],
-        points: Sequence[EpochRecord],
-        forecast: CurveForecast,
-        end_epoch: int,
-        remaining_g: float,
-        threshold: float,
-        priced: float,
-    ) -> Decision:
-        last = records[-1]
-        best = best_epoch(points, self.monitor, self.mode)
-        best_value = next((r.metric(self.monitor) for r in points if r.epoch == best), None)
-        # The shoulder: the first fitted epoch from which the central forecast's remaining gain
-        # is already below the threshold.
-        shoulder = last.epoch
-        for r, level in zip(points, forecast.fitted, strict=True):
-            if forecast.level_end - level < threshold:
-                shoulder = r.epoch
-                break
-        low = max(forecast.gain_low, 0.0)
-        why = (
-            f"below max_loss {self.max_loss:g}"
-            if threshold == self.max_loss
-            else f"worth less than {remaining_g:.3g} g CO2e at {self.min_gain_per_kg:g} per kg "
-            f"({priced:.3g})"
-        )
-        unit = "" if self.mode == "max" else " (lower)"
-        reason = (
-            f"stopping at epoch {last.epoch}: epochs {last.epoch + 1}-{end_epoch} are forecast "
-            f"to add {max(forecast.gain, 0.0):.2g} {self.monitor}{unit} "
-            f"({self.confidence:.0%} interval {low:.2g}-{forecast.gain_high:.2g}) for "
-            f"{remaining_g:.3g} g CO2e, {why}; keep the checkpoint of epoch {best}"
-            + (f" ({self.monitor} {best_value:.4g})" if best_value is not None else "")
-        )
-        h = last.horizon
-        if h is not None and not h.lr_known and h.scheduler:
-            reason += f"; the {h.scheduler} schedule cannot be forecast and is not counted"
-        return Decision(
-            True,
-            reason,
-            {
-                "rule": "DiminishingReturns",
-                "trigger": "forecast",
-                "epoch": last.epoch,
-                "best_epoch": best,
-                "shoulder_epoch": shoulder,
-                "horizon_epoch": end_epoch,
-                "gain": forecast.gain,
-                "gain_low": low,
-                "gain_high": forecast.gain_high,
-                "expected_gain": forecast.expected_gain,
-                "threshold": threshold,
-                "remaining_co2_g": remaining_g,
-                "fit_from_epoch": points[0].epoch,
-                "family_weights": dict(forecast.weights),
-            },
-        )
+
+def horizon_end(last: EpochRecord, max_epochs: int, max_co2_g: float | None, cost_g: float) -> int:
+    """The last epoch the run will reach: its final one, or where a CO2e budget runs out."""
+    end_epoch = max_epochs - 1
+    if max_co2_g is not None and cost_g > 0:
+        affordable = int(max(max_co2_g - last.co2_g_total, 0.0) // cost_g)
+        end_epoch = min(end_epoch, last.epoch + affordable)
+    return end_epoch
+
+
+def forecast_stop(
+    records: Sequence[EpochRecord],
+    points: Sequence[EpochRecord],
+    forecast: CurveForecast,
+    monitor: str,
+    mode: str,
+    confidence: float,
+    *,
+    end_epoch: int,
+    remaining_g: float,
+    threshold: float,
+    why: str,
+) -> Decision:
+    """The stop decision of the forecast trigger: its reason in the user's terms and details.
+
+    Args:
+        records: The run's records; the last is the epoch deciding.
+        points: The records the curve was fitted to.
+        forecast: The curve's forecast to ``end_epoch``.
+        monitor: The forecast metric; ``mode`` its direction.
+        confidence: Coverage of the forecast interval.
+        end_epoch: The horizon: the run's last epoch, or where its budget runs out.
+        remaining_g: CO2e the epochs up to the horizon would spend.
+        threshold: The gain below which the rule stops.
+        why: Which threshold it is below, in words.
+    """
+    last = records[-1]
+    best = best_epoch(points, monitor, mode)
+    best_value = next((r.metric(monitor) for r in points if r.epoch == best), None)
+    # The shoulder: the first fitted epoch from which the central forecast's remaining gain
+    # is already below the threshold.
+    shoulder = last.epoch
+    for r, level in zip(points, forecast.fitted, strict=True):
+        if forecast.level_end - level < threshold:
+            shoulder = r.epoch
+            break
+    low = max(forecast.gain_low, 0.0)
+    unit = "" if mode == "max" else " (lower)"
+    reason = (
+        f"stopping at epoch {last.epoch}: epochs {last.epoch + 1}-{end_epoch} are forecast "
+        f"to add {max(forecast.gain, 0.0):.2g} {monitor}{unit} "
+        f"({confidence:.0%} interval {low:.2g}-{forecast.gain_high:.2g}) for "
+        f"{remaining_g:.3g} g CO2e, {why}; keep the checkpoint of epoch {best}"
+        + (f" ({monitor} {best_value:.4g})" if best_value is not None else "")
+    )
+    h = last.horizon
+    if h is not None and not h.lr_known and h.scheduler:
+        reason += f"; the {h.scheduler} schedule cannot be forecast and is not counted"
+    return Decision(
+        True,
+        reason,
+        {
+            "rule": "DiminishingReturns",
+            "trigger": "forecast",
+            "epoch": last.epoch,
+            "best_epoch": best,
+            "shoulder_epoch": shoulder,
+            "horizon_epoch": end_epoch,
+            "gain": forecast.gain,
+            "gain_low": low,
+            "gain_high": forecast.gain_high,
+            "expected_gain": forecast.expected_gain,
+            "threshold": threshold,
+            "remaining_co2_g": remaining_g,
+            "fit_from_epoch": points[0].epoch,
+            "family_weights": dict(forecast.weights),
+        },
+    )

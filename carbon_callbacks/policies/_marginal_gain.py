@@ -49,6 +49,59 @@ def theil_sen_slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     return statistics.median(slopes) if slopes else None
 
 
+def typical_epoch_kwh(points: Sequence[EpochRecord]) -> float:
+    """The energy of a typical epoch between the points: the median step, per epoch spanned.
+
+    Zero when no energy was measured between them.
+    """
+    costs = [
+        b.energy_kwh_total - a.energy_kwh_total
+        for a, b in zip(points[:-1], points[1:], strict=True)
+        if b.epoch > a.epoch
+    ]
+    epoch_kwh = statistics.median(costs) if costs else 0.0
+    steps = [b.epoch - a.epoch for a, b in zip(points[:-1], points[1:], strict=True)]
+    if epoch_kwh > 0 and steps:
+        epoch_kwh /= max(statistics.median(steps), 1)
+    return epoch_kwh
+
+
+def position(r: EpochRecord, per: str, epoch_kwh: float) -> float:
+    """Where a record lies on the cost axis of a threshold per ``per`` (kg, kWh or epochs)."""
+    if per == "kg":
+        return r.co2_g_total / 1000.0
+    if per == "kwh":
+        return r.energy_kwh_total
+    # Epoch-equivalents: energy over a typical epoch's energy; epochs when none measured.
+    return r.energy_kwh_total / epoch_kwh if epoch_kwh > 0 else float(r.epoch)
+
+
+def knee_epoch(
+    recent: Sequence[EpochRecord], ys: Sequence[float], xs: Sequence[float], threshold: float
+) -> int:
+    """The last epoch of the window still reached by a step worth its cost.
+
+    ``ys`` are the records' gains (the metric in its improving direction), ``xs`` their
+    positions on the cost axis.
+    """
+    knee = recent[0].epoch
+    for i in range(1, len(recent)):
+        x0, x1 = xs[i - 1], xs[i]
+        if x1 > x0 and (ys[i] - ys[i - 1]) / (x1 - x0) >= threshold:
+            knee = recent[i].epoch
+    return knee
+
+
+def gain_per_epoch(value: float, per: str, epoch_kwh: float, last: EpochRecord) -> float:
+    """A gain per ``per`` (kg, kWh or epochs), as a gain per epoch-equivalent."""
+    if per in ("epoch", "fraction"):
+        return value
+    if per == "kwh":
+        return value * epoch_kwh
+    g_per_kwh = last.co2_g_total / last.energy_kwh_total if last.energy_kwh_total > 0 else 0.0
+    return value * epoch_kwh * g_per_kwh / 1000.0
+
+
 class MarginalGain:
     """Stops at the shoulder: when more CO2e (or energy, or epochs) buys too little metric gain.
 
@@ -180,18 +233,6 @@ class MarginalGain:
                     break
         return out[::-1] if limit is not None else out
 
-    def _y(self, r: EpochRecord) -> float:
-        value = r.metric(self.monitor) or 0.0
-        return value if self.mode == "max" else -value
-
-    def _x(self, r: EpochRecord, epoch_kwh: float) -> float:
-        if self.per == "kg":
-            return r.co2_g_total / 1000.0
-        if self.per == "kwh":
-            return r.energy_kwh_total
-        # Epoch-equivalents: energy over a typical epoch's energy; epochs when none measured.
-        return r.energy_kwh_total / epoch_kwh if epoch_kwh > 0 else float(r.epoch)
-
     def decide(self, records: Sequence[EpochRecord]) -> Decision:
         """Stop when the last ``patience`` slopes are all below the threshold."""
         if not records:
@@ -212,15 +253,7 @@ class MarginalGain:
             return CONTINUE
         if len(points) < self.window + self.patience:
             return CONTINUE
-        costs = [
-            b.energy_kwh_total - a.energy_kwh_total
-            for a, b in zip(points[:-1], points[1:], strict=True)
-            if b.epoch > a.epoch
-        ]
-        epoch_kwh = statistics.median(costs) if costs else 0.0
-        steps = [b.epoch - a.epoch for a, b in zip(points[:-1], points[1:], strict=True)]
-        if epoch_kwh > 0 and steps:
-            epoch_kwh /= max(statistics.median(steps), 1)
+        epoch_kwh = typical_epoch_kwh(points)
         threshold = self.threshold
         if self.per == "fraction":
             early = self._points(records, None)
@@ -245,31 +278,19 @@ class MarginalGain:
                 return CONTINUE
             slopes.append(slope)
         first_window = points[: self.window + 1]
-        shoulder = self._knee(first_window, epoch_kwh, threshold)
+        shoulder = knee_epoch(
+            first_window, [self._y(r) for r in first_window],
+            [position(r, self.per, epoch_kwh) for r in first_window], threshold,
+        )  # fmt: skip
         return self._decision(records, slopes[0], threshold, epoch_kwh, shoulder)
 
+    def _y(self, r: EpochRecord) -> float:
+        value = r.metric(self.monitor) or 0.0
+        return value if self.mode == "max" else -value
+
     def _slope(self, points: Sequence[EpochRecord], epoch_kwh: float) -> float | None:
-        xs = [self._x(r, epoch_kwh) for r in points]
+        xs = [position(r, self.per, epoch_kwh) for r in points]
         return theil_sen_slope(xs, [self._y(r) for r in points])
-
-    def _knee(self, recent: Sequence[EpochRecord], epoch_kwh: float, threshold: float) -> int:
-        """The last epoch of the window still reached by a step worth its cost."""
-        knee = recent[0].epoch
-        for a, b in zip(recent[:-1], recent[1:], strict=True):
-            x0, x1 = self._x(a, epoch_kwh), self._x(b, epoch_kwh)
-            if x1 > x0 and (self._y(b) - self._y(a)) / (x1 - x0) >= threshold:
-                knee = b.epoch
-        return knee
-
-    def _per_epoch(self, value: float, epoch_kwh: float, records: Sequence[EpochRecord]) -> float:
-        """A gain per this rule's unit, as a gain per epoch-equivalent."""
-        if self.per in ("epoch", "fraction"):
-            return value
-        if self.per == "kwh":
-            return value * epoch_kwh
-        last = records[-1]
-        g_per_kwh = last.co2_g_total / last.energy_kwh_total if last.energy_kwh_total > 0 else 0.0
-        return value * epoch_kwh * g_per_kwh / 1000.0
 
     def _decision(
         self,
@@ -288,7 +309,7 @@ class MarginalGain:
             if shoulder is not None
             else ""
         )
-        per_epoch = self._per_epoch(threshold, epoch_kwh, records)
+        per_epoch = gain_per_epoch(threshold, self.per, epoch_kwh, records[-1])
         if self.per in ("epoch", "fraction"):
             said = (
                 f"{gain:.3g} per epoch over {self.window} epochs, below {threshold:.3g} per epoch"

@@ -232,7 +232,7 @@ def test_should_prune_helper_applies_budget_in_multi_objective_study():
 def test_explain_parses_each_trials_carbon_once_per_call(monkeypatch):
     # Pruning runs at every step of every trial: the budget and the comparison at equal CO2e
     # both need every trial's per-step attributes, which must be parsed once, not per rule.
-    import carbon_callbacks.integrations.optuna as module
+    import carbon_callbacks.integrations.optuna._pruners as module
 
     study = study_with_small_models(
         CarbonPruner(study_budget_g=1e6, n_startup_trials=3, n_warmup_steps=1), n=4
