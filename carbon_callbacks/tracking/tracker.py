@@ -252,6 +252,8 @@ class EpochTracker:
             record = self._close_window(epoch, kept, reduce)
             if horizon is not None:
                 record = self._totals.records[-1] = dataclasses.replace(record, horizon=horizon)
+            if self.run.primary:
+                self.run.ledger.add(record)
             self._monitors.check(record, (self.monitor, getattr(self.policy, "monitor", None)), own)
             if self.run.primary:
                 self._stopping.report(record, self.monitor)
@@ -268,8 +270,6 @@ class EpochTracker:
         record = self._totals.add(epoch, window, local, summed, self._carbon.last, self.pue,
                                   metrics, partial=partial)
         self.run.in_epoch = False
-        if self.run.primary:
-            self.run.ledger.add(record)
         return record
 
     def log_dict(self, record: EpochRecord | None = None) -> dict[str, float]:
@@ -310,10 +310,13 @@ class EpochTracker:
                 end = end or self._stopping.end()
                 if not run.opened:
                     run.open(None, self._totals, self._describe)
+                partial = None
                 if run.in_epoch or end.status in ("failed", "interrupted"):
                     epoch = run.epoch if run.in_epoch else self._totals.next_epoch
-                    self._close_window(epoch, {}, None, partial=True)  # other ranks may be gone
-                self._windows.stop()
+                    partial = self._close_window(epoch, {}, None, partial=True)  # not reduced:
+                self._windows.stop()  # other ranks may be gone; the meter stops before we write
+                if partial is not None and run.primary:
+                    run.ledger.add(partial)
                 run.finish(end)
         return run_summary(self.run_id, self._totals, self._windows.fit_start_wall,
                            run.end or RunEnd(), {"framework": self.framework, **self.metadata})
