@@ -122,7 +122,7 @@ def run_metadata(
     intensity, location, PUE and the meter's methods and sensors, and ``extra`` where set.
 
     ``extra`` takes what the tracker knows (``monitor``, ``policy``, ``kind``, ``parent_run``);
-    empty values are left out.
+    None and "" are left out.
     """
     meta: dict[str, Any] = dict(base)
     meta.setdefault("intensity_source", str(source))
@@ -131,7 +131,7 @@ def run_metadata(
         meta.setdefault("location", location)
     meta.setdefault("pue", pue)
     for key, value in extra.items():
-        if value:
+        if value is not None and value != "":
             meta.setdefault(key, value)
     methods = getattr(meter, "methods", None)
     if isinstance(methods, Mapping):

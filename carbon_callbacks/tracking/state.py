@@ -12,6 +12,9 @@ from carbon_callbacks.records import JOULES_PER_KWH, EpochRecord, RunEnd, RunSum
 
 STATE_VERSION = 1
 
+EVAL_ENERGY_KEY = "eval_energy_kwh"
+"""Logged next to the record's own keys: the share of the epoch's energy spent in evaluation."""
+
 
 class RunTotals:
     """What a run has added up so far: its records, evaluation energy and totals.
@@ -109,6 +112,14 @@ class RunTotals:
     def next_epoch(self) -> int:
         """The epoch after the last record (0 with none)."""
         return self.records[-1].epoch + 1 if self.records else 0
+
+    def log_dict(self, record: EpochRecord | None, prefix: str) -> dict[str, float]:
+        """The keys an adapter logs for ``record`` (the last one when None; {} with none)."""
+        if record is None:
+            if not self.records:
+                return {}
+            record = self.records[-1]
+        return {**record.log_dict(prefix), prefix + EVAL_ENERGY_KEY: self.eval_kwh_of(record)}
 
     def eval_kwh_of(self, record: EpochRecord) -> float:
         """The evaluation energy recorded with ``record`` (0 if unknown)."""

@@ -15,6 +15,7 @@ failure logs one warning per cause and the epoch is recorded with what is known.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Mapping
 from types import FrameType
@@ -36,14 +37,11 @@ from carbon_callbacks.tracking.lifecycle import FitRun
 from carbon_callbacks.tracking.metrics import MissingMonitors, scalar_metrics
 from carbon_callbacks.tracking.passes import EvalPasses
 from carbon_callbacks.tracking.sinks import LedgerSpec, TrialSink, Warn, run_metadata
-from carbon_callbacks.tracking.state import RunTotals, run_summary
+from carbon_callbacks.tracking.state import EVAL_ENERGY_KEY, RunTotals, run_summary
 from carbon_callbacks.tracking.stopping import Stopping
 from carbon_callbacks.tracking.windows import EpochWindows, WindowCarbon
 
 logger = logging.getLogger(__name__)
-
-EVAL_ENERGY_KEY = "eval_energy_kwh"
-"""Logged next to the record's own keys: the share of the epoch's energy spent in evaluation."""
 
 LOG_KEYS: tuple[str, ...] = (*EpochRecord.LOG_KEYS, EVAL_ENERGY_KEY)
 """Every key an adapter logs per epoch (before the prefix)."""
@@ -84,15 +82,11 @@ class EpochTracker:
 
         tracker = EpochTracker(intensity="FR", policy=CarbonBudget(max_co2_g=50))
         tracker.fit_start({"framework": "mine"})
-        try:
-            for epoch in range(10):
-                tracker.epoch_start(epoch)
-                tracker.epoch_end(epoch, {"val_accuracy": train_and_evaluate()})
-                if tracker.decide().stop:
-                    break
-        except BaseException as exc:
-            tracker.fail(exc)
-            raise
+        for epoch in range(10):  # on an exception: tracker.fail(exc), then raise it
+            tracker.epoch_start(epoch)
+            tracker.epoch_end(epoch, {"val_accuracy": train_and_evaluate()})
+            if tracker.decide().stop:
+                break
         summary = tracker.fit_end()
     """
 
@@ -119,6 +113,7 @@ class EpochTracker:
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._ledger_arg = ledger
         self._warn: Warn = _prefixed(WarnOnce(logger))
+        self._carbon_for = functools.partial(WindowCarbon, self.source, self.pue, self._warn)
         self._windows = EpochWindows(meter, self._warn)
         self._totals = RunTotals()
         self._stopping = Stopping(policy, trial, self._warn)
@@ -128,9 +123,6 @@ class EpochTracker:
         """The current fit: ``active``, ``end``, its ledger run and its ``sections``."""
         self._carbon = self._carbon_for()
         self._monitors = MissingMonitors(logger)
-
-    def _carbon_for(self) -> WindowCarbon:
-        return WindowCarbon(self.source, self.pue, self._warn)
 
     # ------------------------------------------------------------------ state
 
@@ -214,9 +206,11 @@ class EpochTracker:
     def _describe(self, kind: str, metadata: Mapping[str, Any] | None, **extra: Any) -> dict:
         base = {"framework": self.framework, **self.metadata, **(metadata or {})}
         if kind != "fit":  # an evaluation pass: of the last fit, after its last epoch
-            extra.update(parent_run=self.run.previous_run, after_epoch=self._totals.next_epoch - 1)
+            last = self._totals.next_epoch - 1
+            extra.update(parent_run=self.run.previous_run, after_epoch=last if last >= 0 else None)
+        policy = repr(self.policy) if self.policy is not None else None
         return run_metadata(base, self.source, self.pue, self._windows.meter, kind=kind,
-                            monitor=self.monitor, policy=repr(self.policy or ""), **extra)
+                            monitor=self.monitor, policy=policy, **extra)
 
     def eval_start(self) -> None:
         """Mark the start of evaluation; its energy is reported as ``eval_energy_kwh``."""
@@ -274,12 +268,7 @@ class EpochTracker:
 
     def log_dict(self, record: EpochRecord | None = None) -> dict[str, float]:
         """The keys to log for an epoch (the last one by default), prefix included."""
-        if record is None:
-            if not self._totals.records:
-                return {}
-            record = self._totals.records[-1]
-        return {**record.log_dict(self.prefix),
-                self.prefix + EVAL_ENERGY_KEY: self._totals.eval_kwh_of(record)}
+        return self._totals.log_dict(record, self.prefix)
 
     def decide(self) -> Decision:
         """Ask the policy (then the trial, on the primary process) whether to stop now."""
