@@ -106,7 +106,7 @@ class FitGuard:
         """Wrap ``obj``'s methods ``names`` (those it has) until ``restore()``."""
         for name in names:
             fn = getattr(obj, name, None)
-            if obj is None or not callable(fn) or getattr(fn, "_carbon_guarded", False):
+            if obj is None or not callable(fn):
                 continue
             own = vars(obj).get(name, _ABSENT) if hasattr(obj, "__dict__") else _ABSENT
             try:
@@ -125,7 +125,6 @@ class FitGuard:
                 on_exception(exc)
                 raise
 
-        guarded._carbon_guarded = True  # type: ignore[attr-defined]
         return guarded
 
     def restore(self) -> None:
@@ -233,7 +232,7 @@ class CarbonAdapter:
     ) -> None:
         """Start the tracker's fit; wrap ``watch``'s methods; take SIGTERM where it is ours."""
         self._guard.restore()
-        self.tracker.fit_start(metadata, primary=primary, frame=frame)
+        self.tracker.fit_start(metadata, primary=primary, frame=frame, ender=self._end_fit)
         # transformers' MLflowCallback ends its run in on_train_end, before ours: look now.
         self._tracker_runs = find_runs(active_runs, self.tracker.warn_once) if primary else []
         for obj, names in watch:

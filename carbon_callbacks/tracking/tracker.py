@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -177,7 +177,7 @@ class EpochTracker:
 
     def fit_start(
         self, metadata: Mapping[str, Any] | None = None, *, primary: bool = True,
-        frame: FrameType | None = None,
+        frame: FrameType | None = None, ender: Callable[[RunEnd], Any] | None = None,
     ) -> None:
         """Start measuring a fit; runs whose fit is gone (this tracker's included) are ended.
 
@@ -186,9 +186,11 @@ class EpochTracker:
             primary: False on non-zero DDP ranks (they write no ledger, report to no trial).
             frame: The framework's frame running the fit: once it is gone, a run no hook
                 ended is ended by the next fit start (or at exit).
+            ender: What ends the fit then (default ``fit_end``): an adapter's own, to undo
+                what it set up for the fit as well.
         """
         with self.run.sections.section():
-            self.run.start(self.fit_end, frame, primary=primary, metadata=metadata)
+            self.run.start(ender or self.fit_end, frame, primary=primary, metadata=metadata)
             self._windows.reset()
             self._carbon = self._carbon_for()
             self._stopping.reset()

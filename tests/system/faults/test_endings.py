@@ -139,9 +139,12 @@ def test_keras_failing_outside_the_wrapped_step_is_closed_by_the_next_fit(tmp_pa
         model.fit(_failing_data(tmp_path), epochs=3, verbose=0, callbacks=[first])
     assert first.tracker.run.active  # nothing told us yet
 
+    assert model.train_function.__name__ == "guarded"  # still wrapped for the dead fit
     driver.fit(tmp_path, driver.callback(), epochs=1)  # the next fit in this process
     assert not first.tracker.run.active
     assert not _leftovers()[0]
+    # Closing it undid what the callback had set up for that fit, as its own end would have.
+    assert model.train_function.__name__ != "guarded" and "evaluate" not in vars(model)
     runs = {r.run_id: r for r in Ledger.open().runs()}
     closed = runs[first.tracker.run_id]
     assert closed.status == "failed"
