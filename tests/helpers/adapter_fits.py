@@ -134,10 +134,12 @@ class LightningFits:
         checkpoint: bool = False,
         resume: bool = False,
         handle: Any = None,
+        extra: Sequence[Any] = (),
     ) -> Fit:
         import lightning.pytorch as pl
 
         callbacks: list[Any] = [carbon] if carbon is not None else []
+        callbacks.extend(extra)
         if early_stopping:
             callbacks.append(pl.callbacks.EarlyStopping(monitor="co2_g_total", mode="min",
                                                         patience=1))
