@@ -58,25 +58,6 @@ class LightningCarbonMixin(CarbonAdapter, _CallbackBase):
     _framework = "lightning"
     _sigterm = False  # the Trainer turns SIGTERM into SIGTERMException, seen by on_exception
 
-    # Lightning calls every hook of every callback at every batch, overridden or not, each
-    # through its profiler's context manager: about 1.5 us a call, six calls a training batch,
-    # as much as all our own work in a fit of 1 ms batches. Its hook runner skips attributes
-    # that are not callable (``if callable(fn)`` in trainer/call.py, in both namespaces from
-    # 2.4.0 to 2.6.6 at least), so the per-batch hooks this callback does not use are None.
-    # (A subclass may still define them; it cannot call super() for them.)
-    on_train_batch_start = None
-    on_train_batch_end = None
-    on_before_backward = None
-    on_after_backward = None
-    on_before_optimizer_step = None
-    on_before_zero_grad = None
-    on_validation_batch_start = None
-    on_validation_batch_end = None
-    on_test_batch_start = None
-    on_test_batch_end = None
-    on_predict_batch_start = None
-    on_predict_batch_end = None
-
     @property
     @override
     def state_key(self) -> str:
@@ -295,3 +276,27 @@ class LightningCarbonMixin(CarbonAdapter, _CallbackBase):
 
         return reduce
 
+
+# Lightning calls every hook of every callback at every batch, overridden or not, each through
+# its profiler's context manager: about 1.5 us a call, six calls a training batch, as much as
+# all our own work in a fit of 1 ms batches. Its hook runner skips attributes that are not
+# callable (``if callable(fn)`` in trainer/call.py, in both namespaces from 2.4.0 to 2.6.6 at
+# least), so the per-batch hooks this callback does not use are None. (A subclass may still
+# define them; it cannot call super() for them.) They are set after the class body because a
+# None where Callback has a method is, to a type checker, a broken override.
+_UNUSED_BATCH_HOOKS = (
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+)
+for _hook in _UNUSED_BATCH_HOOKS:
+    setattr(LightningCarbonMixin, _hook, None)

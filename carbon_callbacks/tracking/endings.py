@@ -62,7 +62,7 @@ def _message(exc: BaseException) -> str:
 
 def find_frame(kind: type, start: FrameType | None = None, max_depth: int = 32) -> FrameType | None:
     """The nearest frame up the stack whose ``self`` is a ``kind`` (the framework's fit)."""
-    frame = start if start is not None else sys._getframe(1)
+    frame: FrameType | None = start if start is not None else sys._getframe(1)
     for _ in range(max_depth):
         if frame is None:
             return None
