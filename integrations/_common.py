@@ -243,6 +243,9 @@ class CarbonAdapter:
     def _fit_raised(self, exc: BaseException) -> None:
         if self.tracker.run.active:
             self._end_fit(end_for_exception(exc))
+        elif self.tracker.evaluation.active:  # an evaluation pass the guard was watching
+            self._guard.restore()
+            self.tracker.evaluation.end(None, end_for_exception(exc))
 
     def _end_fit(self, end: RunEnd | None = None) -> RunSummary:
         """End the fit (``end`` None: completed, or stopped as decided) and undo ``_begin_fit``;

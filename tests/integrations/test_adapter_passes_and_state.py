@@ -88,3 +88,25 @@ def test_predict_after_fit_is_a_predict_run(name, module, tmp_path):
         "predict", fit_run.run_id, "completed")
     assert [p.stage for p in carbon.passes] == ["predict"]
     assert carbon.passes[0].energy_kwh > 0
+
+
+def test_a_keras_evaluation_pass_that_raises_is_recorded_failed_and_leaves_no_thread(tmp_path):
+    import threading
+
+    driver = _driver("keras", "keras")
+    carbon = driver.callback(measure_eval=True)
+    fit = driver.fit(tmp_path, carbon, epochs=1)
+
+    def broken(data):
+        raise RuntimeError("evaluation broke")
+
+    fit.handle.test_step = broken
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        driver.evaluate(fit)
+    _, evaluation = Ledger.open().runs()
+    assert (evaluation.kind, evaluation.status, evaluation.error_type) == (
+        "evaluate", "failed", "RuntimeError")
+    assert [p.partial for p in carbon.passes] == [True]
+    assert not [t for t in threading.enumerate() if t.name.startswith("carbon-callbacks-meter")]
+    assert "test_function" not in vars(fit.handle) or (
+        fit.handle.test_function.__name__ != "guarded")
