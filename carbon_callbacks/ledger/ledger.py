@@ -52,7 +52,7 @@ from carbon_callbacks.ledger.runs import (
 )
 from carbon_callbacks.ledger.spool import Spool
 from carbon_callbacks.ledger.stores import SqlAlchemyStore, SqliteStore
-from carbon_callbacks.records import EpochRecord, Window
+from carbon_callbacks.records import EpochRecord, RunEnd, Window
 
 if TYPE_CHECKING:
     from carbon_callbacks.intensity import IntensitySpec
@@ -100,7 +100,7 @@ class Ledger:
         ledger = Ledger.open()                       # $CARBON_CALLBACKS_LEDGER or per-user file
         run_id = ledger.start_run({"project": "digits", "framework": "lightning"})
         ledger.add_epoch(run_id, record)             # committed before it returns
-        ledger.end_run(run_id, stopped_early=True, stop_reason="gain per kg below threshold")
+        ledger.end_run(run_id, end=RunEnd("stopped", "policy", "gain per kg below threshold"))
         print(ledger.runs()[-1].co2_g)
     """
 
@@ -214,6 +214,7 @@ class Ledger:
         self,
         run_id: str,
         *,
+        end: RunEnd | None = None,
         stopped_early: bool = False,
         stop_reason: str = "",
         end_wall: float | None = None,
@@ -222,11 +223,14 @@ class Ledger:
 
         Args:
             run_id: the id ``start_run`` returned.
-            stopped_early: whether a policy (or the user) stopped it before its planned end.
-            stop_reason: why, in words.
+            end: how it ended (completed, stopped by whom, failed, interrupted) and why.
+            stopped_early: without ``end``: whether it stopped before its planned end.
+            stop_reason: without ``end``: why, in words.
             end_wall: when it ended (default now).
         """
-        self._write(schema.end_op(run_id, stopped_early, stop_reason, end_wall))
+        if end is None:
+            end = schema.run_end(stopped_early=stopped_early, stop_reason=stop_reason)
+        self._write(schema.end_op(run_id, end, end_wall))
         with self._lock:
             # The run takes no more epochs: a long-lived ledger (a sweep) keeps nothing per run.
             self._positions.pop(run_id, None)
@@ -449,8 +453,9 @@ class Ledger:
             limit: runs per page (1 to 1,000).
             offset: runs to skip.
             framework: only runs of this framework.
-            status: ``running`` (no end recorded: running or killed), ``completed`` or
-                ``stopped`` (ended early by a rule, a pruner or the user).
+            status: ``running`` (no end recorded: running or killed), or how it ended:
+                ``completed``, ``stopped`` (by a rule, early stopping, a pruner or the user),
+                ``failed`` or ``interrupted``.
             **filters: ``project``, ``team``, ``user``, ``since``, ``until``, ``tags`` as
                 ``runs()`` takes them.
 
