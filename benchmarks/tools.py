@@ -309,10 +309,13 @@ class Perun(Tool):
 
         self._perun = perun
         logging.getLogger("perun").setLevel(logging.ERROR)
+        # perun keeps the first callback registered under a name for the process's life, so
+        # the list it appends to is made once.
+        self._nodes: list = []
 
     def make(self) -> None:
         self._out = tempfile.mkdtemp(prefix="ccb_perun_")
-        self._nodes: list = []
+        self._nodes.clear()
 
     def begin(self) -> None:
         self._started, self._release = threading.Event(), threading.Event()
