@@ -156,7 +156,7 @@ def bench_thread_polled_gpu(seconds: float = 5.0) -> dict:
     """The thread's CPU use when it must poll GPU power (fake NVML, two GPUs): at 10 Hz (a
     window older than 10 s), and with a mark every second (100 Hz throughout)."""
     from carbon_callbacks import EnergyMeter
-    from carbon_callbacks.sensors.nvml import NvmlSensor
+    from carbon_callbacks.energy.sensors.nvml import NvmlSensor
     from carbon_callbacks.testing import FakeGPU, FakeNVML
 
     out = {}
