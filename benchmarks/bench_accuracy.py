@@ -60,6 +60,10 @@ def columns(found: list[peers.Runner]) -> list[dict]:
         else:
             out.append({"label": r.label, "runner": r, "options": {},
                         "modes": ["long", "short"], "setting": "defaults"})
+            if r.key == "eco2ai":
+                # It reads no RAPL counter (its CPU figure is TDP x load): one tree of each
+                # GPU kind shows all it measures, at less load on the 2 CPUs.
+                out[-1]["trees"] = ("constant", "spikes")
     return out
 
 
@@ -109,6 +113,8 @@ def run_phase(cols: list[dict], kind: str, trees: tuple[str, ...], env: dict) ->
         gpu = "polled" if tree in GPU_POLLED_ON else "counter"
         penv = dict(env, CCB_T0=repr(t0), CCB_GPU_COUNTER="0" if gpu == "polled" else "1")
         for col in cols:
+            if tree not in col.get("trees", (tree,)):
+                continue
             for mode in col["modes"]:
                 if mode not in ("marks", kind):
                     continue

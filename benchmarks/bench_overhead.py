@@ -76,8 +76,7 @@ def configs(found: list[peers.Runner]) -> list[tuple[str, peers.Runner, dict]]:
     out = []
     for r in found:
         if r.key == "codecarbon":
-            out.append(("CodeCarbon (default interval)", r, {}))
-            out.append(("CodeCarbon (measure_power_secs=1)", r, {"measure_power_secs": 1}))
+            out.append(("CodeCarbon", r, {}))
         else:
             out.append((r.label, r, {}))
     return out
@@ -152,6 +151,14 @@ def main() -> int:
                    f"{spread(warm, '{:.3f}', ' s')}: single ratios move by a few percent by "
                    "chance on this shared machine; the medians, and our hook timings below, "
                    "are what to read.")
+    seen = {name: next((r["described"] for proc in fits[name] for r in proc
+                        if r.get("described")), "") for name in fits}
+    if any(seen.values()):
+        out.append("")
+        out.append("What each peer measured during the fit on this machine (no RAPL, no GPU: a "
+                   "tool with no source does little, which its ratio shows):")
+        out.append("")
+        out += [f"- {name}: {text}" for name, text in seen.items() if text]
     ours = [r for proc in fits.get("ours", []) for r in proc if r.get("config") == "tool"]
     implied = costs = None
     if ours:

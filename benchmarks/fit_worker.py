@@ -26,7 +26,7 @@ import warnings
 EPOCHS = 10
 SAMPLES = 25600
 BATCH = 64
-PAIRS = 3
+PAIRS = 2
 """Pairs of (no tracker, tool) fits per process, after its cold no-tracker fit."""
 
 
@@ -161,15 +161,17 @@ def main() -> int:
         t_fit = time.perf_counter()
         trainer.fit(model, train, val)
         fit_s = time.perf_counter() - t_fit
+        described = ""
         if kind == "tool" and key != "ours":
             if started:
                 tool.end()
+            described = tool.describe()
             tool.close()
         total_s = time.perf_counter() - t0
         logged = sorted(k for k in trainer.callback_metrics if "energy" in k or "co2" in k)
         return {"config": kind, "total_s": total_s, "fit_s": fit_s, "logged": logged,
                 "epochs": trainer.current_epoch, "hook_s": hook_s,
-                "sampler_cpu_s": sampler.get("cpu_s")}
+                "sampler_cpu_s": sampler.get("cpu_s"), "described": described}
 
     # A first no-tracker fit, cold as every fresh-process fit is; then PAIRS pairs of a
     # no-tracker fit and one with the tool, each pair in an order drawn from ROUND, in this
