@@ -177,6 +177,23 @@ def render(results: list[dict], cols: list[dict], drivers: list, versions: str) 
                    f"{v * 100:.2f}%" if (v := worst(errors, 'ours', ['gpu-polled'], s))
                    is not None else "n/a" for s in WINDOWS) + ".")
     out.append("")
+    ahead = []
+    for row in sorted({k[1] for k in errors}):
+        for secs in WINDOWS:
+            mine = worst(errors, "ours", [row], secs)
+            if mine is None:
+                continue
+            for lab in labels[1:]:
+                theirs = worst(errors, lab, [row], secs)
+                if theirs is not None and theirs < mine:
+                    ahead.append(f"{lab} on {row} {secs} s ({theirs * 100:.2f}% vs ours "
+                                 f"{mine * 100:.2f}%)")
+    out.append("Rows where a peer's worst |error| is below ours: "
+               + ("; ".join(ahead) if ahead else "none") + ".")
+    out.append("")
+    if ahead:
+        headline("Accuracy rows where a peer's worst |error| is below ours: "
+                 + "; ".join(ahead) + ".")
     if phantom:
         out.append(
             f"Scored apart ({len(phantom)} window(s)): windows that read whole counter ranges too "

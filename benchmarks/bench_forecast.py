@@ -164,6 +164,12 @@ def main() -> int:
     out.append(f"- ours, warm-up 0 (after epoch 1): {summary('o0')}")
     out.append(f"- ours, warm-up 1 (after epoch 2, the default): {summary('o1')}")
     out += fails
+    if errs["ct"] and errs["o0"] and statistics.median(abs(e) for e in errs["ct"]) < \
+            statistics.median(abs(e) for e in errs["o0"]):
+        out.append("")
+        out.append("carbontracker's epoch-1 forecast is closer than ours from the same epoch "
+                   "(median |error|).")
+        headline("carbontracker's epoch-1 forecast is closer than ours from the same epoch.")
     headline("Forecast of a run's total energy (6 fits, 3 shapes x 2 power traces): "
              f"carbontracker after epoch 1 {summary('ct')}; ours after epoch 1 {summary('o0')}; "
              f"ours after epoch 2 (default) {summary('o1')}.")

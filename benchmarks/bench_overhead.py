@@ -170,6 +170,13 @@ def main() -> int:
         out.append("Keys our callback put in `trainer.callback_metrics`: "
                    + ", ".join(f"`{k}`" for k in ours[0]["logged"]))
     every = {name: first[name] + later[name] for name in first}
+    if every.get("ours"):
+        mine = statistics.median(every["ours"])
+        ahead = [f"{name} {statistics.median(v):.3f}" for name, v in every.items()
+                 if name != "ours" and v and statistics.median(v) < mine]
+        out.append("")
+        out.append(f"Where a peer's median ratio is below ours ({mine:.3f}): "
+                   + (", ".join(ahead) if ahead else "none") + " (see what each measured).")
     peers_done = [(statistics.median(v), name) for name, v in every.items()
                   if v and name != "ours"]
     best = min(peers_done) if peers_done else None

@@ -95,6 +95,16 @@ def main() -> int:
             row.append(spread([fn(p) / fn(o) for o, p in pairs if fn(o) > 0], "{:.3g}", "x"))
         ratio_rows.append(row)
     labels = [r.label for r in found]
+    ahead = []
+    for name in figures:
+        mine = cells.get((name, "ours")) or []
+        if not mine:
+            continue
+        for k, lab in zip(keys[1:], labels[1:], strict=True):
+            theirs = cells.get((name, k)) or []
+            if theirs and statistics.median(theirs) < statistics.median(mine):
+                ahead.append(f"{lab} on {name} ({statistics.median(theirs):.3g} vs ours "
+                             f"{statistics.median(mine):.3g})")
     out = ["## Start-up, memory and idle CPU", ""]
     out.append(
         f"Fresh interpreter per run (each tool in its own environment), {RUNS} runs per tool, "
@@ -119,6 +129,11 @@ def main() -> int:
         for r in runs[k]:
             if "error" in r:
                 out.append(f"- {label} run failed: {r['error']}")
+    out.append("")
+    out.append("Where a peer is ahead of ours (lower median): "
+               + ("; ".join(ahead) if ahead else "nowhere") + ".")
+    if ahead:
+        headline("Start-up figures where a peer is ahead of ours: " + "; ".join(ahead) + ".")
     if "ours" in ok and ok["ours"]:
         def best(name: str) -> str:
             scored = [(spread(cells[(name, k)], "{:.3g}"), k, lab) for k, lab in
