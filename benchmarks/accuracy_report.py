@@ -183,13 +183,17 @@ def render(results: list[dict], cols: list[dict], drivers: list, versions: str) 
             mine = worst(errors, "ours", [row], secs)
             if mine is None:
                 continue
+            n_mine = len(errors.get(("ours", row, secs), []))
             for lab in labels[1:]:
                 theirs = worst(errors, lab, [row], secs)
                 if theirs is not None and theirs < mine:
-                    ahead.append(f"{lab} on {row} {secs} s ({theirs * 100:.2f}% vs ours "
-                                 f"{mine * 100:.2f}%)")
+                    n = len(errors.get((lab, row, secs), []))
+                    ahead.append(f"{lab} on {row} {secs} s ({theirs * 100:.2f}% over {n} "
+                                 f"windows vs ours {mine * 100:.2f}% over {n_mine})")
     out.append("Rows where a peer's worst |error| is below ours: "
-               + ("; ".join(ahead) if ahead else "none") + ".")
+               + ("; ".join(ahead) if ahead else "none") + ". (Ours has more windows per row "
+               "than each peer, 60 a process from its marks, and the worst of more windows is "
+               "larger by chance; the medians and ranges in the table give the rest.)")
     out.append("")
     if ahead:
         headline("Accuracy rows where a peer's worst |error| is below ours: "
