@@ -152,9 +152,10 @@ def main() -> int:
         "epoch hooks) prints its prediction after epoch 1 (its figures divided by its PUE of "
         "1.58). Ours: `Forecast(max_epochs=6)` (warm-up 1: first forecast after epoch 2) and "
         "`Forecast(max_epochs=6, warmup=0)` (after epoch 1, the same information as "
-        "carbontracker), from the records of `CarbonCallback(meter=EnergyMeter(scope=\"machine"
-        "\"))`; an interval is the forecast's low-high range. Errors are the predicted total "
-        "over the truth; carbontracker gives no interval.")
+        "carbontracker), from the records of `CarbonCallback(meter=EnergyMeter(sensors="
+        "[RaplSensor(\"cpu\", scope=\"machine\")]))` (the package counter alone, as the "
+        "trace holds); an interval is the forecast's low-high range. Errors are the predicted "
+        "total over the truth; carbontracker gives no interval.")
     out.append("")
     out.append(table(["run", "true energy (carbontracker's epochs / our run)", "epoch seconds",
                       "carbontracker, after epoch 1", "ours, warm-up 0, after epoch 1",

@@ -39,6 +39,7 @@ def main() -> int:
     from torch.utils.data import DataLoader, TensorDataset
 
     from carbon_callbacks import EnergyMeter
+    from carbon_callbacks.energy.sensors.rapl import RaplSensor
     from carbon_callbacks.integrations.lightning import CarbonCallback
     from carbon_callbacks.policies import Forecast
 
@@ -94,7 +95,10 @@ def main() -> int:
             epochs_at[-1].append(time.monotonic() - t0)
             tracker.epoch_end()
 
-    ours = CarbonCallback(intensity="FR", meter=EnergyMeter(scope="machine"))
+    # The CPU counter alone, as the trace (and carbontracker here) covers: with its defaults
+    # ours would add a RAM model (W/GB) that no trace holds.
+    meter = EnergyMeter(sensors=[RaplSensor("cpu", scope="machine")])
+    ours = CarbonCallback(intensity="FR", meter=meter)
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, reload_dataloaders_every_n_epochs=1,
