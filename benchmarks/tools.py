@@ -234,7 +234,7 @@ class Carbontracker(Tool):
 
     def describe(self) -> str:
         if self.tracker.deleted:
-            return "stopped"
+            return "stopped itself after its last epoch (its components are gone)"
         return "; ".join(f"{c.name}: {type(c._handler).__name__} {c.devices()}"
                          for c in self.tracker.tracker.components)
 
