@@ -24,8 +24,9 @@ import os
 import sys
 import time
 
-import tools
 from startup_worker import tree_pids
+
+import tools
 
 KWH = 3_600_000.0
 

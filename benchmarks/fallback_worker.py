@@ -16,8 +16,9 @@ import subprocess
 import sys
 import time
 
-import tools
 from startup_worker import cpu_s
+
+import tools
 
 LEVELS = (0, 1, 2)
 

@@ -88,10 +88,11 @@ def main() -> int:
     for name in ("lightning", "lightning.pytorch", "codecarbon", "carbon_callbacks"):
         logging.getLogger(name).setLevel(logging.ERROR)
     import lightning as L
-    import tools
     import torch
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
+
+    import tools
 
     t = time.perf_counter()
     if key == "ours":

@@ -430,7 +430,7 @@ def test_window_refuses_a_hand_built_reading():
 class AgeSensor(ClockSensor):
     """Polls slowly until a boundary read, then fast (as polled power after a mark)."""
 
-    def totals(self, now: float) -> Totals:
+    def totals(self, now: float) -> Energy:
         if now > self.t0:
             self.poll_interval = 0.01
         return super().totals(now)
