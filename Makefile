@@ -45,8 +45,11 @@ test: venv postgres chromium lint layers typecheck
 	$(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory wheel-check
 
+# Each peer (CodeCarbon, carbontracker, Zeus, perun, eco2AI) goes into a virtualenv of its own
+# under benchmarks/.peers, so that their pins never meet ours; a peer that cannot be installed
+# is left out and RESULTS.md says why.
 bench: venv
-	$(BIN)/pip install -qq -c constraints-dev.txt -e ".[bench]"
+	$(BIN)/python benchmarks/peers.py install
 	$(BIN)/python benchmarks/run_all.py
 
 lint: venv

@@ -1,18 +1,19 @@
 """One tool measuring windows on a known trace (run by bench_accuracy.py, one process per run).
 
-Usage: ``python accuracy_worker.py SPEC_FILE``. The JSON spec holds:
+Usage: ``python accuracy_worker.py SPEC_FILE``, under the tool's own interpreter (ours, or the
+peer's venv). The JSON spec holds:
 
-- ``tool``: "ours" or "codecarbon";
-- ``mode``: "marks" (one meter, a mark every second for 60 s), "long" (one 60 s start/stop
-  window) or "short" (three 10 s, then ten 1 s start/stop windows);
-- ``measure_power_secs``: CodeCarbon's interval;
+- ``tool``: a key of ``tools.TOOLS``; ``options``: its keyword options;
+- ``mode``: "marks" (ours: one meter, a mark every second for 60 s), "long" (one 60 s
+  window) or "short" (three 10 s, then ten 1 s windows), each window a ``begin()`` ...
+  ``end()`` of the tool (``tools.py``);
 - ``start_at``: the ``time.monotonic()`` instant to begin at; ``t0``: the traces' origin;
 - ``out``: where to write the JSON result.
 
 Each window is written with the instants that bound it, in seconds since ``t0``: for a
-start/stop pair, the instant ``start()`` returned and the instant ``stop()`` was called (the
-span the user's code ran in; both tools read their counters within about a millisecond of
-those instants); for consecutive ``mark()`` calls, the middle of each call.
+begin/end pair, the instant ``begin()`` returned and the instant ``end()`` was called (the
+span the user's code ran in); for consecutive ``mark()`` calls, the instant each read the
+counters (``Reading.monotonic``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ import logging
 import os
 import sys
 import time
+
+from startup_worker import tree_pids
+
+import tools
 
 KWH = 3_600_000.0
 
@@ -44,7 +49,9 @@ def run_ours(spec: dict) -> dict:
         c0 = time.monotonic()
         reading = meter.mark()
         c1 = time.monotonic()
-        marks.append(((c0 + c1) / 2 - t0, reading, c1 - c0))
+        # The instant the mark read the counters (its reading's clock), not the call's middle:
+        # a mark that waits for the CPU on a loaded machine reads at its start.
+        marks.append((reading.monotonic - t0, reading, c1 - c0))
     methods = dict(meter.methods)
     describe = meter.describe()
     meter.stop()
@@ -54,53 +61,49 @@ def run_ours(spec: dict) -> dict:
         w = meter.window(marks[i][1], marks[j][1])
         windows.append({
             "seconds": j - i, "a": marks[i][0], "b": marks[j][0],
-            "cpu_j": w.component_joules("cpu"), "gpu_j": w.component_joules("gpu"),
-            "cpu_low": w.components["cpu"].low if "cpu" in w.components else None,
-            "cpu_high": w.components["cpu"].high if "cpu" in w.components else None,
-            "methods": w.methods,
+            "cpu": w.component_joules("cpu"), "gpu": w.component_joules("gpu"),
+            "dram": w.component_joules("ram") if w.methods.get("ram") == "counter" else None,
+            "ram": w.component_joules("ram") if w.methods.get("ram") == "model" else None,
+            "gpu_range": ([w.components["gpu"].low, w.components["gpu"].high]
+                          if "gpu" in w.components else None),
         })
     call_ms = sorted(m[2] * 1000 for m in marks)
     return {"windows": windows, "methods": methods, "describe": describe,
             "mark_ms_median": call_ms[len(call_ms) // 2], "mark_ms_max": call_ms[-1]}
 
 
-def describe_hardware(h: object) -> str:
-    """CodeCarbon's hardware object in words, with the GPU's counter-or-power choice."""
-    name = type(h).__name__
-    if name == "GPU":
-        devices = getattr(getattr(h, "devices", None), "devices", [])
-        how = ["power readings" if getattr(d, "_use_power_fallback", False) else "energy counter"
-               for d in devices]
-        return f"GPU via {', '.join(how) or 'nothing'}"
-    return f"{name} ({getattr(h, '_mode', '')})" if hasattr(h, "_mode") else name
-
-
-def run_codecarbon(spec: dict) -> dict:
-    from codecarbon import OfflineEmissionsTracker
-
+def run_tool(spec: dict) -> dict:
+    tool = tools.get(spec["tool"], **spec.get("options", {}))
     t0 = spec["t0"]
-    lengths = [60] if spec["mode"] == "long" else [10, 10, 10] + [1] * 10
-    windows = []
-    mode = ""
+    lengths = spec.get("lengths") or ([60] if spec["mode"] == "long" else [10, 10, 10] + [1] * 10)
+    tool.load()
+    if spec["tool"] == "carbontracker":
+        tool.options["spans"] = len(lengths)
+    windows, notes = [], []
+    tool.make()  # the first tracker is built during the lead, away from the windows
+    if spec["tool"] == "zeus" and spec["gpu"] == "polled":
+        # Zeus polls a GPU that lacks the energy counter from a helper process with no pause
+        # (its inferred period is 0 s): a full core. Its helpers started by make() run at a
+        # lower priority here, so that they do not starve the other tools' processes.
+        for pid in tree_pids(os.getpid())[1:]:
+            os.setpriority(os.PRIO_PROCESS, pid, 10)
     sleep_until(spec["start_at"])
-    for seconds in lengths:
-        tracker = OfflineEmissionsTracker(
-            country_iso_code="FRA", measure_power_secs=spec["measure_power_secs"],
-            save_to_file=False, log_level="error", allow_multiple_runs=True,
-        )
-        tracker.start()
-        a = time.monotonic()
-        sleep_until(a + seconds)
-        b = time.monotonic()
-        tracker.stop()
-        data = tracker.final_emissions_data
-        mode = "; ".join(describe_hardware(h) for h in tracker._hardware)
-        windows.append({
-            "seconds": seconds, "a": a - t0, "b": b - t0,
-            "cpu_j": data.cpu_energy * KWH, "gpu_j": data.gpu_energy * KWH,
-            "methods": {},
-        })
-    return {"windows": windows, "methods": {"codecarbon": mode}, "describe": [mode]}
+    try:
+        for seconds in lengths:
+            if tool.one_shot and windows:
+                tool.close()
+                tool.make()  # a new tracker per window, as a user's separate runs
+            w = tool.window(lambda s=seconds: time.sleep(s))
+            notes += w.pop("notes")
+            w["seconds"] = seconds
+            w["a"] -= t0
+            w["b"] -= t0
+            windows.append(w)
+        described = tool.describe()
+    finally:
+        tool.close()
+    return {"windows": windows, "methods": {spec["tool"]: described},
+            "notes": sorted(set(notes))}
 
 
 def main() -> int:
@@ -108,7 +111,7 @@ def main() -> int:
         spec = json.load(f)
     logging.basicConfig(level=logging.ERROR)
     try:
-        result = run_ours(spec) if spec["tool"] == "ours" else run_codecarbon(spec)
+        result = run_ours(spec) if spec["mode"] == "marks" else run_tool(spec)
         result["error"] = ""
     except Exception as exc:  # reported in RESULTS.md, not hidden
         result = {"windows": [], "error": f"{type(exc).__name__}: {exc}"}

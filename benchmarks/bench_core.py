@@ -153,16 +153,35 @@ def bench_thread(seconds: float = 10.0) -> dict:
 
 
 def bench_thread_polled_gpu(seconds: float = 5.0) -> dict:
-    """The thread's CPU use when it must poll GPU power at 10 Hz (fake NVML, two GPUs)."""
+    """The thread's CPU use when it must poll GPU power (fake NVML, two GPUs): at 10 Hz (a
+    window older than 10 s), and with a mark every second (100 Hz throughout)."""
     from carbon_callbacks import EnergyMeter
+    from carbon_callbacks.energy.sensors.nvml import NvmlSensor
     from carbon_callbacks.testing import FakeGPU, FakeNVML
 
-    nv = FakeNVML([FakeGPU(energy_counter=False), FakeGPU(energy_counter=False, uuid="GPU-2")])
-    meter = EnergyMeter(nvml=nv, scope="machine").start()
-    sampler = next(t for t in threading.enumerate() if t.name.startswith("carbon-callbacks"))
-    pct = _cpu_of_thread(sampler, seconds)
-    meter.stop()
-    return {"thread_pct_polled_gpu_10hz": pct, "power_reads": nv.gpus[0].calls.get("power", 0)}
+    out = {}
+    for name, max_hz, marks in (("old_window_10hz", 10.0, False), ("marks_1s_100hz", 100.0, True)):
+        nv = FakeNVML([FakeGPU(energy_counter=False),
+                       FakeGPU(energy_counter=False, uuid="GPU-2")])
+        sensor = NvmlSensor(nvml=nv, scope="machine", max_poll_hz=max_hz)
+        meter = EnergyMeter(sensors=[sensor]).start()
+        sampler = next(t for t in threading.enumerate() if t.name.startswith("carbon-callbacks"))
+        stop = threading.Event()
+
+        def mark_every_second(meter: EnergyMeter = meter, stop: threading.Event = stop) -> None:
+            while not stop.wait(1.0):
+                meter.mark()
+
+        marker = threading.Thread(target=mark_every_second) if marks else None
+        if marker:
+            marker.start()
+        out[name] = _cpu_of_thread(sampler, seconds)
+        stop.set()
+        if marker:
+            marker.join()
+        meter.stop()
+        out[name + "_reads"] = nv.gpus[0].calls.get("power", 0)
+    return out
 
 
 def main() -> int:
@@ -195,9 +214,10 @@ def main() -> int:
           f"over {th['seconds']:.1f} s (target < 0.5%; process CPU minus an idle baseline of "
           f"{th['baseline_pct']:.3f}%; the thread's own /proc ticks say "
           f"{th['thread_ticks_pct']:.2f}%)")
-    print(f"  [info] sampler thread polling 2 GPUs' power at 10 Hz (fake NVML): "
-          f"{gpu['thread_pct_polled_gpu_10hz']:.3f}% of one core, "
-          f"{gpu['power_reads']} reads of GPU 0")
+    print(f"  [info] sampler thread polling 2 GPUs' power (fake NVML): "
+          f"{gpu['old_window_10hz']:.3f}% of one core at 10 Hz (a window older than 10 s; "
+          f"{gpu['old_window_10hz_reads']} reads of GPU 0), {gpu['marks_1s_100hz']:.3f}% with a "
+          f"mark every second (100 Hz; {gpu['marks_1s_100hz_reads']} reads)")
     return 0
 
 

@@ -1,7 +1,8 @@
-"""Fallback sanity on a machine with no energy counters: what each tool reports under load.
+"""No readable RAPL counter (this machine): what each tool reports, idle and under CPU load.
 
-One process per load level (idle, 1 thread, 2 threads of torch matmul), both tools watching
-the same windows (fallback_worker.py). Prints a markdown section.
+One process per tool, in its own interpreter (fallback_worker.py), one after another so that
+each sees only its own load: idle, then 1 and 2 spinning child processes (this machine has 2
+logical CPUs, so 200% is the most it can show of the 300% case). Prints a markdown section.
 """
 
 from __future__ import annotations
@@ -14,66 +15,81 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from figures import HERE, PYTHON, REPO, headline, log, spread, table  # noqa: E402
+import peers  # noqa: E402
+from fallback_worker import LEVELS  # noqa: E402
+from figures import HERE, REPO, headline, log, spread, table  # noqa: E402
 
-SECONDS = 5.0
-REPS = 3
-LEVELS = (0, 1, 2)
+SECONDS = 3.0
+REPS = 2
 
 
 def main() -> int:
-    out = ["## Fallback sanity (no counters on this machine)", ""]
-    rows, notes = [], []
+    found, missing = peers.runners()
+    res: dict[str, list[dict]] = {}
+    fails = []
     with tempfile.TemporaryDirectory() as tmp:
-        for threads in LEVELS:
-            path = os.path.join(tmp, f"{threads}.json")
-            proc = subprocess.run([PYTHON, os.path.join(HERE, "fallback_worker.py"), str(threads),
+        for r in found:
+            path = os.path.join(tmp, f"{r.key}.json")
+            proc = subprocess.run([r.python, os.path.join(HERE, "fallback_worker.py"), r.key,
                                    str(SECONDS), str(REPS), path], cwd=REPO, capture_output=True,
-                                  text=True, timeout=300)
-            log(f"fallback: {threads} thread(s) done")
+                                  text=True, timeout=600, env=dict(os.environ, PYTHONPATH=HERE))
             try:
                 with open(path) as f:
-                    res = json.load(f)
+                    res[r.key] = json.load(f)
             except (OSError, ValueError):
-                notes.append(f"- {threads} thread(s) failed: {proc.stderr.strip()[-300:]}")
-                continue
-            reps, describe = res, res[0]["ours_describe"]
+                fails.append(f"- {r.label} failed: {proc.stderr.strip()[-300:]}")
+            log(f"fallback: {r.label} done")
+    cols = []
+    for r in found:
+        if r.key not in res:
+            continue
+        if r.key == "ours":
+            cols += [("ours (process, default)", r.key, "cpu_w", "ram_w"),
+                     ("ours (machine)", r.key, "machine_cpu_w", "machine_ram_w")]
+        else:
+            cols.append((r.label, r.key, "cpu_w", "ram_w"))
 
-            def col(key: str, reps: list = reps) -> str:
-                return spread([r[key] for r in reps], "{:.2f}", " W")
+    def cell(key: str, field: str, level: int) -> str:
+        vals = [row[field] for row in res[key] if row["level"] == level]
+        if vals and all(v is None for v in vals):
+            return "none"
+        return spread([v for v in vals if v is not None], "{:.2f}", " W")
 
-            rows.append([
-                "idle" if threads == 0 else f"{threads} thread(s)",
-                spread([r["cores_used"] for r in reps], "{:.2f}"),
-                col("ours_process_cpu_w") + " [range " + spread(
-                    [r["ours_process_range"][0] for r in reps], "{:.2f}") + " to " + spread(
-                    [r["ours_process_range"][1] for r in reps], "{:.2f}") + " W]",
-                col("ours_machine_cpu_w"), col("cc_cpu_w"),
-                col("ours_process_ram_w"), col("ours_machine_ram_w"), col("cc_ram_w"),
-            ])
-            if threads == LEVELS[-1]:
-                notes.append(f"- ours, method per component: {reps[0]['ours_methods']}")
-                notes += [f"- ours: {line}" for line in describe]
-                notes.append(f"- CodeCarbon: {reps[0]['cc_mode']}")
+    names = {0: "idle", 1: "1 core busy", 2: "2 cores busy (all of this machine)"}
+    rows = []
+    for level in LEVELS:
+        cores = [row["cores"] for k in res for row in res[k] if row["level"] == level]
+        rows.append([f"CPU, {names[level]} (measured {spread(cores, '{:.2f}')} cores)"]
+                    + [cell(k, f, level) for _, k, f, _ in cols])
+    rows.append(["RAM, idle"] + [cell(k, f, 0) for _, k, _, f in cols])
+    out = ["## No RAPL counter: what each tool reports", ""]
+    out.append(
+        f"This machine has no readable RAPL counter and no GPU. Each tool in its own process, "
+        f"one after another: {REPS} windows of {SECONDS:.0f} s per level, a fresh tracker per "
+        "window, the load being that many pure-Python spinning child processes of the "
+        "measuring process (the way a training job's data workers are its children). The "
+        "seed case is a CPU at 300% load; with 2 logical CPUs, 200% is the most this machine "
+        "can show. Watts are the tool's joules over the window's seconds. Ours `process` is "
+        "its default scope (this process tree's share), `machine` the whole machine.")
+    out.append("")
+    out.append(peers.versions_line(found, missing))
+    out.append("")
+    out.append(table(["figure"] + [c[0] for c in cols], rows))
+    out.append("")
+    out.append("What each tool used:")
+    out.append("")
+    for label, key, _, _ in cols:
+        if label != "ours (machine)":
+            out.append(f"- {label}: {res[key][-1].get('describe') or '-'}")
+        notes = sorted({n for row in res[key] for n in row.get("notes", [])})
+        if notes:
+            out.append(f"  - notes: {'; '.join(notes)}")
+    out += fails
     if rows:
-        headline("No counters (this machine), CPU watts for " + " / ".join(
-            f"{r[0]} ({r[1].split(' ')[0]} cores busy)" for r in rows) + ": ours " + " / ".join(
-            r[2].split(" (")[0] for r in rows) + " (load x TDP model, process scope); "
-            "CodeCarbon " + " / ".join(r[4].split(" (")[0] for r in rows) +
-            " (its load x TDP model, whole machine).")
-    out.append(f"Torch float32 matmul on N threads for {SECONDS:.0f} s inside the measuring "
-               f"process, {REPS} windows per level; both tools started and stopped around the "
-               "same window. `cores used` is this process's CPU time / wall time (the machine "
-               "has 2 logical CPUs, shared with other work while this ran). Ours `process` is "
-               "the default scope (this process tree's share), `machine` the whole machine; "
-               "CodeCarbon's figures are for the whole machine. Watts are joules / seconds of "
-               "each window.")
-    out.append("")
-    out.append(table(["load", "cores used", "ours CPU W (process)", "ours CPU W (machine)",
-                      "CodeCarbon CPU W", "ours RAM W (process)", "ours RAM W (machine)",
-                      "CodeCarbon RAM W"], rows))
-    out.append("")
-    out += notes
+        headline("No RAPL counter (this machine), CPU watts idle / 1 core / 2 cores busy: "
+                 + "; ".join(f"{c[0]} " + " / ".join(row[i + 1].split(" (")[0]
+                                                      for row in rows[:3])
+                             for i, c in enumerate(cols)) + ".")
     print("\n".join(out) + "\n")
     return 0
 

@@ -1,10 +1,11 @@
-"""Training overhead: the same small Lightning fit with no tracker, ours, and CodeCarbon.
+"""Training overhead: the same small Lightning fit with no tracker and with each tool.
 
-Fits run in fresh processes (fit_worker.py), as a real job does. CodeCarbon's fits are each the
-first of their process, so its in-process hardware cache does not hide its cold start, and are
-compared with a no-tracker fit that is also first in its process. Ours is compared with a
-no-tracker fit run next to it in one process, in a shuffled order: adjacent fits in one process
-differ less by chance, which a 1% target needs. Prints a markdown section.
+Every tool gets the same protocol, in fresh processes of its own interpreter (fit_worker.py):
+a cold no-tracker fit, then pairs of (no tracker, tool) fits in a shuffled order; a ratio is a
+tool fit over the no-tracker fit of its own pair (same process, adjacent in time, which halves
+the chance differences between fits). The first pair's tool fit is also the tool's first start
+in the process (CodeCarbon probes the hardware then, Zeus and perun start helpers), so it is
+reported apart from the later pairs. Prints a markdown section.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,27 +21,20 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fit_worker  # noqa: E402
-from figures import HERE, PYTHON, REPO, headline, log, spread, table  # noqa: E402
+import peers  # noqa: E402
+from figures import HERE, REPO, headline, log, spread, table  # noqa: E402
 
-ROUNDS = 3
-PROCESSES = ("pair", "cc1", "ccdefault")
-NAMES = {
-    "none": "no tracker, cold (first fit of a fresh process)",
-    "none_warm": "no tracker, warm (a later fit in the same process)",
-    "ours": "ours: `CarbonCallback(intensity=\"FR\")`, warm, paired with the fit above",
-    "cc1": "CodeCarbon `OfflineEmissionsTracker(measure_power_secs=1)`, cold",
-    "ccdefault": "CodeCarbon `OfflineEmissionsTracker()` (default interval), cold",
+ROUNDS = 2
+
+HOW = {
+    "ours": "`CarbonCallback(intensity=\"FR\")` in `callbacks=`",
+    "codecarbon": "`OfflineEmissionsTracker(...)` `start()` before the trainer, `stop()` after",
+    "carbontracker": "`CarbonTracker(epochs=10)` built before the trainer, `epoch_start()`/"
+                     "`epoch_end()` in the epoch hooks, `stop()` after",
+    "zeus": "`ZeusMonitor()` and `begin_window()` before the trainer, `end_window()` after",
+    "perun": "`fit()` runs while a `@perun.perun` function is running",
+    "eco2ai": "`Tracker(...)` `start()` before the trainer, `stop()` after",
 }
-
-
-def one(config: str, out: str, round_no: int) -> list[dict]:
-    proc = subprocess.run([PYTHON, os.path.join(HERE, "fit_worker.py"), config, out,
-                           str(round_no)], cwd=REPO, capture_output=True, text=True, timeout=300)
-    try:
-        with open(out) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return [{"config": config, "error": proc.stderr.strip()[-400:]}]
 
 
 def hooks_section(ours: list[dict], none: list[dict]) -> tuple[str, str, str]:
@@ -77,109 +72,126 @@ def hooks_section(ours: list[dict], none: list[dict]) -> tuple[str, str, str]:
     return text, spread(implied, "{:.4f}"), costs
 
 
-def ratios_of(rounds: list[list[dict]]) -> dict[str, list[float]]:
-    """Per config, its time over its baseline's: ours over the warm no-tracker fit of the same
-    pair (same process), CodeCarbon over the cold no-tracker fit of the same round."""
-    out: dict[str, list[float]] = {c: [] for c in NAMES}
-    for results in rounds:
-        ok = [r for r in results if "error" not in r]
-        cold = next((r["total_s"] for r in ok if r["config"] == "none"), None)
-        for r in ok:
-            if r["config"] in ("cc1", "ccdefault") and cold:
-                out[r["config"]].append(r["total_s"] / cold)
-            elif r["config"] == "ours":
-                base = next((b["total_s"] for b in ok if b["config"] == "none_warm"
-                             and b.get("pair") == r.get("pair")), None)
-                if base:
-                    out["ours"].append(r["total_s"] / base)
-        if cold:
-            out["none"].append(1.0)
+def configs(found: list[peers.Runner]) -> list[tuple[str, peers.Runner, dict]]:
+    out = []
+    for r in found:
+        if r.key == "codecarbon":
+            out.append(("CodeCarbon", r, {}))
+        else:
+            out.append((r.label, r, {}))
     return out
 
 
+def one(runner: peers.Runner, options: dict, out: str, round_no: int) -> list[dict]:
+    proc = subprocess.run([runner.python, os.path.join(HERE, "fit_worker.py"), runner.key, out,
+                           str(round_no), json.dumps(options)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, PYTHONPATH=HERE))
+    try:
+        with open(out) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return [{"config": "error", "error": proc.stderr.strip()[-400:]}]
+
+
 def main() -> int:
+    found, missing = peers.runners()
+    cfgs = configs(found)
     rng = random.Random(0)
-    rounds: list[list[dict]] = []
+    fits: dict[str, list[list[dict]]] = {name: [] for name, _, _ in cfgs}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(ROUNDS):
-            order = list(PROCESSES)
+            order = list(cfgs)
             rng.shuffle(order)
-            results: list[dict] = []
-            for c in order:
-                results += one(c, os.path.join(tmp, f"{c}{i}.json"), i)
-            rounds.append(results)
-            log(f"overhead: round {i + 1}/{ROUNDS} ({', '.join(order)})")
-    fits = [r for results in rounds for r in results]
-    errors = sorted({f"- {r['config']} failed: {r['error']}" for r in fits if "error" in r})
-    ok = [r for r in fits if "error" not in r]
-    ratios = ratios_of(rounds)
+            for n, (name, runner, options) in enumerate(order):
+                fits[name].append(one(runner, options, os.path.join(tmp, f"{i}-{n}.json"), i))
+            log(f"overhead: round {i + 1}/{ROUNDS}")
+    rows, errors, first, later, imports = [], [], {}, {}, {}
+    cold_all = []
+    for name, runner, _ in cfgs:
+        first[name], later[name] = [], []
+        for proc in fits[name]:
+            ok = [r for r in proc if "error" not in r]
+            errors += [f"- {name} failed: {r['error']}" for r in proc if "error" in r]
+            cold_all += [r["total_s"] for r in ok if r["config"] == "none"]
+            for r in ok:
+                if r["config"] != "tool":
+                    continue
+                base = next((b["total_s"] for b in ok if b["config"] == "none_warm"
+                             and b["pair"] == r["pair"]), None)
+                if base:
+                    (first if r["pair"] == 0 else later)[name].append(r["total_s"] / base)
+            imports[name] = [r["import_s"] * 1000 for r in ok[:1]]
+        tool_times = [r["total_s"] for proc in fits[name] for r in proc
+                      if r.get("config") == "tool"]
+        rows.append([f"{name}: {HOW.get(runner.key, '')}", spread(tool_times, "{:.3f}", " s"),
+                     spread(first[name], "{:.3f}"), spread(later[name], "{:.3f}"),
+                     spread(first[name] + later[name], "{:.3f}"),
+                     spread(imports[name], "{:.0f}", " ms")])
     out = ["## Training overhead (Lightning)", ""]
     out.append(
         f"A {fit_worker.EPOCHS}-epoch fit of a 2-layer MLP on {fit_worker.SAMPLES} synthetic "
-        f"samples (batch {fit_worker.BATCH}, one torch thread, CPU, validation every epoch). "
-        f"{ROUNDS} rounds; each runs three fresh processes in a shuffled order: one with a "
-        f"cold no-tracker fit followed by {fit_worker.PAIRS} pairs of (no tracker, ours) in a "
-        "shuffled order, and one per CodeCarbon setting. Time: from constructing the "
-        "callback/tracker to its stop (`fit()` for no tracker); imports are done before the "
-        "clock starts, for every config alike. Ratios: ours over the no-tracker fit of its own "
-        "pair (same process, adjacent in time, which halves the chance differences between "
-        "fits); CodeCarbon, whose first start in a process probes the hardware for about a "
-        "second, over the cold no-tracker fit of its round, both first fits of a fresh process. "
-        "Target for ours: <= 1.01.")
-    imports = []
-    for tool, key, configs in (("ours", "ours", ("ours",)),
-                               ("CodeCarbon", "codecarbon", ("cc1", "ccdefault"))):
-        ms = [r["import_s"][key] * 1000 for r in ok if r["config"] in configs
-              and key in r.get("import_s", {})]
-        if ms:
-            imports.append(f"{tool} {spread(ms, '{:.0f}', ' ms')}")
-    if imports:
-        out.append("")
-        out.append("Import times, outside the timed span (each measured in its own tool's "
-                   "process, with torch and Lightning already imported): "
-                   + ", ".join(imports) + ".")
+        f"samples (batch {fit_worker.BATCH}, one torch thread, CPU, validation every epoch), "
+        f"the same Lightning and torch for every tool. {ROUNDS} rounds; in each, one fresh "
+        "process per tool (in a shuffled order) runs a cold no-tracker fit, then "
+        f"{fit_worker.PAIRS} pairs of (no tracker, tool) in a shuffled order. Time: from "
+        "building the tracker or callback to its stop; the tool's import is done before the "
+        "clock starts and shown apart. Ratio: the tool's fit over the no-tracker fit of its "
+        "pair. `first` is the first pair of each process (the tool's first start in it), "
+        "`later` the others. Target for ours: <= 1.01.")
     out.append("")
-    rows = []
-    for config, name in NAMES.items():
-        times = [r["total_s"] for r in ok if r["config"] == config]
-        rows.append([name, spread(times, "{:.3f}", " s"), spread(ratios[config], "{:.3f}")
-                     if config != "none_warm" else "(baseline of ours)"])
-    out.append(table(["config", "time", "ratio"], rows))
-    cold = [r["total_s"] for r in ok if r["config"] == "none"]
-    chance = []
-    for results in rounds:
-        warm = [r["total_s"] for r in results if r.get("config") == "none_warm"]
-        chance += [abs(a - b) / min(a, b) for a, b in zip(warm, warm[1:], strict=False)]
-    if cold:
+    out.append(peers.versions_line(found, missing))
+    out.append("")
+    out.append(table(["tool", "fit time with it", "ratio, first", "ratio, later",
+                      "ratio, all pairs", "import"], rows))
+    warm = [r["total_s"] for name in fits for proc in fits[name] for r in proc
+            if r.get("config") == "none_warm"]
+    if cold_all and warm:
         out.append("")
-        out.append(
-            f"Chance differences: the cold no-tracker fits span {min(cold):.3f}-{max(cold):.3f} "
-            f"s ({(max(cold) / min(cold) - 1) * 100:.1f}%), and two warm no-tracker fits of one "
-            f"process differ by {spread([c * 100 for c in chance], '{:.1f}', '%')}: single "
-            "ratios move by more than the 1% target, so the median over pairs, and the hook "
-            "timings below, are what to read.")
-    ours_ok = [r for r in ok if r["config"] == "ours"]
+        out.append(f"No-tracker fits: cold {spread(cold_all, '{:.3f}', ' s')}, warm "
+                   f"{spread(warm, '{:.3f}', ' s')}: single ratios move by a few percent by "
+                   "chance on this shared machine; the medians, and our hook timings below, "
+                   "are what to read.")
+    seen = {name: next((r["described"] for proc in fits[name] for r in proc
+                        if r.get("described")), "") for name in fits}
+    if any(seen.values()):
+        out.append("")
+        out.append("What each peer measured during the fit on this machine (no RAPL, no GPU: a "
+                   "tool with no source does little, which its ratio shows):")
+        out.append("")
+        out += [f"- {name}: {text}" for name, text in seen.items() if text]
+    ours = [r for proc in fits.get("ours", []) for r in proc if r.get("config") == "tool"]
     implied = costs = None
-    if ours_ok:
+    if ours:
         out.append("")
-        hooks, implied, costs = hooks_section(
-            ours_ok, [r for r in ok if r["config"] == "none_warm"])
-        out.append(hooks)
+        text, implied, costs = hooks_section(
+            ours, [r for proc in fits["ours"] for r in proc if r.get("config") == "none_warm"])
+        out.append(text)
         out.append("")
         out.append("Keys our callback put in `trainer.callback_metrics`: "
-                   + ", ".join(f"`{k}`" for k in ours_ok[0]["logged"]))
-    base = spread(cold, "{:.2f}", " s")
-    headline(f"Lightning fit overhead ({fit_worker.EPOCHS} epochs, {base} without a tracker): "
-             f"ours {spread(ratios['ours'], '{:.3f}')} over {len(ratios['ours'])} paired fits "
-             f"(target <= 1.01); CodeCarbon {spread(ratios['cc1'], '{:.3f}')} "
-             f"(measure_power_secs=1) and {spread(ratios['ccdefault'], '{:.3f}')} (default), "
-             f"{ROUNDS} rounds.")
+                   + ", ".join(f"`{k}`" for k in ours[0]["logged"]))
+    every = {name: first[name] + later[name] for name in first}
+    if every.get("ours"):
+        mine = statistics.median(every["ours"])
+        ahead = [f"{name} {statistics.median(v):.3f}" for name, v in every.items()
+                 if name != "ours" and v and statistics.median(v) < mine]
+        out.append("")
+        out.append(f"Where a peer's median ratio is below ours ({mine:.3f}): "
+                   + (", ".join(ahead) if ahead else "none") + " (see what each measured).")
+    peers_done = [(statistics.median(v), name) for name, v in every.items()
+                  if v and name != "ours"]
+    best = min(peers_done) if peers_done else None
+    headline(f"Lightning fit overhead ({fit_worker.EPOCHS} epochs, "
+             f"{spread(cold_all, '{:.2f}', ' s')} without a tracker), median ratio over "
+             f"{ROUNDS * fit_worker.PAIRS} paired fits (first pair / all): " + "; ".join(
+                 f"{name} {spread(first[name], '{:.3f}').split(' ')[0]} / "
+                 f"{spread(every[name], '{:.3f}').split(' ')[0]}" for name in every)
+             + (f"; best peer {best[1]} {best[0]:.3f}" if best else "") + ".")
     if implied:
         headline("Our callback's own time, inside its hooks plus its sampler thread, over the "
                  f"no-tracker fit: {implied}; {costs}.")
     if errors:
         out.append("")
-        out += errors
+        out += sorted(set(errors))
     print("\n".join(out) + "\n")
     return 0
 

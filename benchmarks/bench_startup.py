@@ -1,103 +1,162 @@
-"""Start-up and memory, ours vs CodeCarbon's OfflineEmissionsTracker, in fresh processes.
+"""Start-up, memory and idle CPU of every tool, each run in a fresh process of its own interpreter.
 
-Each run is a new interpreter (startup_worker.py), runs interleaved ours / CodeCarbon / bare
-interpreter, so both tools pay their cold start as a user's job does. Prints a markdown section.
+Runs interleave the tools (ours, each installed peer, and a bare interpreter), so all pay
+their cold start as a user's job does (startup_worker.py). Ratios are taken within a round:
+each peer over ours. Prints a markdown section.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import peers  # noqa: E402
 from figures import HERE, PYTHON, REPO, headline, log, spread, table  # noqa: E402
 
-RUNS = 5
+RUNS = 4
 RUN_SECONDS = 2.0
 
+WHAT = {
+    "ours": "`EnergyMeter()`; first reading: `start()` + `mark()`",
+    "codecarbon": "`OfflineEmissionsTracker(country_iso_code=\"FRA\", save_to_file=False)`; "
+                  "`start()` (it measures once before returning)",
+    "carbontracker": "`CarbonTracker(epochs=2, log_dir=None, verbose=0, ignore_errors=True)` "
+                     "(starts its threads); `epoch_start()` (its first power sample is taken "
+                     "by its thread over the next second)",
+    "zeus": "`ZeusMonitor()`; `begin_window()` (reads the counters)",
+    "perun": "no object; from calling a `@perun.perun` function to its body starting (perun "
+             "sets up its backends and starts its sampling process in between)",
+    "eco2ai": "`Tracker(alpha_2_code=\"FR\", ...)`; `start()` (starts its scheduler)",
+}
 
-def one(tool: str, out: str) -> dict:
-    proc = subprocess.run([PYTHON, os.path.join(HERE, "startup_worker.py"), tool,
+
+def one(runner: peers.Runner | None, out: str) -> dict:
+    python, key = (runner.python, runner.key) if runner else (PYTHON, "none")
+    proc = subprocess.run([python, os.path.join(HERE, "startup_worker.py"), key,
                            str(RUN_SECONDS), out], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=300, env=dict(os.environ, PYTHONPATH=HERE))
     try:
         with open(out) as f:
             return json.load(f)
     except (OSError, ValueError):
-        return {"tool": tool, "error": proc.stderr.strip()[-300:]}
+        return {"tool": key, "error": proc.stderr.strip()[-300:]}
 
 
 def main() -> int:
-    tools = ("ours", "codecarbon", "none")
-    runs: dict[str, list[dict]] = {t: [] for t in tools}
+    found, missing = peers.runners()
+    keys = [r.key for r in found]
+    runs: dict[str, list[dict]] = {k: [] for k in [*keys, "none"]}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(RUNS):
-            for tool in tools:
-                runs[tool].append(one(tool, os.path.join(tmp, f"{tool}{i}.json")))
+            for r in [*found, None]:
+                key = r.key if r else "none"
+                runs[key].append(one(r, os.path.join(tmp, f"{key}{i}.json")))
             log(f"startup: round {i + 1}/{RUNS}")
-    ok = {t: [r for r in rs if "error" not in r] for t, rs in runs.items()}
+    ok = {k: [r for r in rs if "error" not in r] for k, rs in runs.items()}
 
-    def col(tool: str, key: str, scale: float = 1.0) -> list[float]:
-        return [r[key] * scale for r in ok[tool]]
+    def total(r: dict) -> float:
+        return r["import_s"] + r["construct_s"] + r["first_reading_s"]
 
-    def paired(key: str) -> list[float]:
-        # Ratio CodeCarbon / ours within the same round.
-        pairs = zip(runs["ours"], runs["codecarbon"], strict=True)
-        return [c[key] / o[key] for o, c in pairs
-                if "error" not in o and "error" not in c and o[key] > 0]
-
-    out = ["## Start-up and memory", ""]
-    out.append(f"Fresh interpreter per run, {RUNS} runs per tool, interleaved; ours is "
-               "`EnergyMeter()` with defaults, CodeCarbon is "
-               "`OfflineEmissionsTracker(country_iso_code=\"FRA\", save_to_file=False, "
-               "log_level=\"error\")`. First reading: ours `start()` + `mark()`; CodeCarbon "
-               "`start()` (it measures once before returning). Ratio: CodeCarbon / ours, "
-               "taken within each round. Memory: RSS from /proc/self/status, added over the "
-               f"interpreter's own (base {spread(col('none', 'rss_base'), '{:.1f}', ' MB')}); "
-               f"running: after {RUN_SECONDS:.0f} s started.")
+    figures = {
+        "import": lambda r: r["import_s"] * 1000,
+        "construction": lambda r: r["construct_s"] * 1000,
+        "start to first reading": lambda r: r["first_reading_s"] * 1000,
+        "import + construct + first reading": lambda r: total(r) * 1000,
+        "stop": lambda r: r["stop_s"] * 1000,
+        "RSS added by import": lambda r: r["rss_import"] - r["rss_base"],
+        "RSS added, imported and running (process tree)":
+            lambda r: r["rss_running"] - r["rss_base"],
+        "CPU while idle (all its threads and helper processes)":
+            lambda r: r["idle_cpu"] * 100,
+    }
+    units = {"RSS": (" MB", "{:.1f}"), "CPU": ("% of a core", "{:.2f}")}
+    rows, cells = [], {}
+    for name, fn in figures.items():
+        unit, fmt = next((v for k, v in units.items() if name.startswith(k)), (" ms", "{:.4g}"))
+        row = [name]
+        for k in keys:
+            cells[(name, k)] = [fn(r) for r in ok[k]]
+            row.append(spread(cells[(name, k)], fmt, unit))
+        rows.append(row)
+    ratio_rows = []
+    for name in ("import + construct + first reading",
+                 "RSS added, imported and running (process tree)"):
+        row = [f"{name}: tool / ours"]
+        for k in keys[1:]:
+            pairs = [(fn_o, fn_p) for fn_o, fn_p in zip(runs["ours"], runs[k], strict=True)
+                     if "error" not in fn_o and "error" not in fn_p]
+            fn = figures[name]
+            row.append(spread([fn(p) / fn(o) for o, p in pairs if fn(o) > 0], "{:.3g}", "x"))
+        ratio_rows.append(row)
+    labels = [r.label for r in found]
+    ahead = []
+    for name in figures:
+        mine = cells.get((name, "ours")) or []
+        if not mine:
+            continue
+        for k, lab in zip(keys[1:], labels[1:], strict=True):
+            theirs = cells.get((name, k)) or []
+            if theirs and statistics.median(theirs) < statistics.median(mine):
+                ahead.append(f"{lab} on {name} ({statistics.median(theirs):.3g} vs ours "
+                             f"{statistics.median(mine):.3g})")
+    out = ["## Start-up, memory and idle CPU", ""]
+    out.append(
+        f"Fresh interpreter per run (each tool in its own environment), {RUNS} runs per tool, "
+        "interleaved; median (min-max). Memory: resident set of the process and the helper "
+        "processes it started, over the interpreter's own "
+        f"(base {spread([r['rss_base'] for r in ok['none']], '{:.1f}', ' MB')}); "
+        f"running and idle CPU: over {RUN_SECONDS:.0f} s, one second after the first reading "
+        "(the machine has 2 logical CPUs, shared with other work while this ran). What each "
+        "tool does:")
     out.append("")
-    rows = []
-    for key, name in (("import_s", "import"), ("construct_s", "construction"),
-                      ("first_reading_s", "start to first reading"), ("stop_s", "stop()")):
-        rows.append([name, spread(col("ours", key, 1000), "{:.3g}", " ms"),
-                     spread(col("codecarbon", key, 1000), "{:.4g}", " ms"),
-                     spread(paired(key), "{:.3g}", "x")])
-    total_ours = [r["import_s"] + r["construct_s"] + r["first_reading_s"] for r in ok["ours"]]
-    total_cc = [r["import_s"] + r["construct_s"] + r["first_reading_s"]
-                for r in ok["codecarbon"]]
-    rows.append(["import + construct + first reading",
-                 spread([x * 1000 for x in total_ours], "{:.3g}", " ms"),
-                 spread([x * 1000 for x in total_cc], "{:.4g}", " ms"),
-                 spread([c / o for o, c in zip(total_ours, total_cc, strict=False) if o > 0],
-                        "{:.3g}", "x")])
-    for key, name in (("rss_import", "RSS added by import"),
-                      ("rss_running", "RSS added, imported and running")):
-        ours = [r[key] - r["rss_base"] for r in ok["ours"]]
-        cc = [r[key] - r["rss_base"] for r in ok["codecarbon"]]
-        rows.append([name, spread(ours, "{:.1f}", " MB"), spread(cc, "{:.1f}", " MB"),
-                     spread([c / o for o, c in zip(ours, cc, strict=False) if o > 0],
-                            "{:.3g}", "x")])
-    out.append(table(["figure", "ours", "CodeCarbon", "CodeCarbon / ours"], rows))
-    if total_ours and total_cc:
-        headline(f"Start-up, fresh interpreter, import + construction + first reading: ours "
-                 f"{rows[4][1]}, CodeCarbon {rows[4][2]} (CodeCarbon / ours {rows[4][3]}); "
-                 f"`start()` to first reading alone: ours {rows[2][1]}, CodeCarbon {rows[2][2]}.")
-        headline(f"Memory added by importing and running: ours {rows[6][1]}, CodeCarbon "
-                 f"{rows[6][2]} ({rows[6][3]}).")
+    out += [f"- {r.label}: {WHAT.get(r.key, '')}" for r in found]
     out.append("")
-    for tool in ("ours", "codecarbon"):
-        if ok[tool]:
-            r = ok[tool][0]
-            extra = f", methods {r['methods']}" if "methods" in r else ""
-            out.append(f"- {tool}: {r['modules']} modules loaded; heavy ones: "
-                       f"{', '.join(r['heavy']) or 'none'}{extra}")
-        for r in runs[tool]:
+    out.append(peers.versions_line(found, missing))
+    out.append("")
+    out.append(table(["figure", *labels], rows + [[r[0], "1", *r[1:]] for r in ratio_rows]))
+    out.append("")
+    for k, label in zip(keys, labels, strict=True):
+        if ok[k]:
+            r = ok[k][0]
+            out.append(f"- {label}: {r['modules']} modules loaded; heavy ones: "
+                       f"{', '.join(r['heavy']) or 'none'}; {r['processes']} process(es)")
+        for r in runs[k]:
             if "error" in r:
-                out.append(f"- {tool} run failed: {r['error']}")
+                out.append(f"- {label} run failed: {r['error']}")
+    out.append("")
+    out.append("Where a peer is ahead of ours (lower median): "
+               + ("; ".join(ahead) if ahead else "nowhere") + ".")
+    if ahead:
+        headline("Start-up figures where a peer is ahead of ours: " + "; ".join(ahead) + ".")
+    if "ours" in ok and ok["ours"]:
+        def best(name: str) -> str:
+            scored = [(spread(cells[(name, k)], "{:.3g}"), k, lab) for k, lab in
+                      zip(keys[1:], labels[1:], strict=True) if cells[(name, k)]]
+            if not scored:
+                return "none measured"
+            med = min((statistics.median(cells[(name, k)]), lab) for _, k, lab in scored)
+            return f"{med[1]} {med[0]:.3g}"
+
+        headline("Start-up, fresh interpreter, import + construction + first reading (ms): ours "
+                 f"{rows[3][1]}; best peer {best('import + construct + first reading')}; "
+                 + ", ".join(f"{lab} {rows[3][i + 2]}" for i, lab in enumerate(labels[1:]))
+                 + ".")
+        headline("Memory added, imported and running (MB, process tree): ours "
+                 f"{rows[6][1]}; best peer "
+                 f"{best('RSS added, imported and running (process tree)')}; "
+                 + ", ".join(f"{lab} {rows[6][i + 2]}" for i, lab in enumerate(labels[1:]))
+                 + ".")
+        headline("CPU while idle (% of a core): ours "
+                 f"{rows[7][1]}; best peer "
+                 f"{best('CPU while idle (all its threads and helper processes)')}; "
+                 + ", ".join(f"{lab} {rows[7][i + 2]}" for i, lab in enumerate(labels[1:]))
+                 + ".")
     print("\n".join(out) + "\n")
     return 0
 

@@ -7,7 +7,9 @@ CodeCarbon measures N one-second windows (``start()``, sleep 1 s, ``stop()``) wi
 with the thread that logged it. Prints how many windows came out over 1 kJ (the truth is about
 19 J) and the assumed wraps.
 
-Usage, as root: ``python benchmarks/codecarbon_race.py [N]`` (default 40; about 2.5 s each).
+Usage, as root, under CodeCarbon's own virtualenv (``python benchmarks/peers.py install`` makes
+it): ``benchmarks/.peers/codecarbon/bin/python benchmarks/codecarbon_race.py [N]`` (default 40;
+about 2.5 s each).
 """
 
 from __future__ import annotations

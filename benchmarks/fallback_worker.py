@@ -1,74 +1,81 @@
-"""CPU-bound load on N threads, watched by both tools at once (run by bench_fallback.py).
+"""What one tool reports with no readable energy counter, idle and under CPU load.
 
-Usage: ``python fallback_worker.py THREADS SECONDS REPS OUT``. The load is float32 matrix
-products in torch with ``torch.set_num_threads(THREADS)`` (a training-like load inside this
-process); THREADS 0 means idle (sleep). Ours runs twice, ``scope="process"`` (the default, this
-process tree's share) and ``scope="machine"``; CodeCarbon's ``OfflineEmissionsTracker`` with its
-defaults watches the same window. Each rep: all three start, the load runs, all three stop.
+Usage: ``python fallback_worker.py TOOL SECONDS REPS OUT`` under the tool's own interpreter
+(run by bench_fallback.py). For each load level (0, 1, 2 busy cores) the worker starts that
+many spinning child processes (pure-Python loops, one core each), so the load belongs to the
+measuring process's tree, as a training job's data workers do; then REPS times: a fresh
+tracker, one window of SECONDS, its CPU and RAM joules over the window's seconds. Ours runs
+two meters on the same windows: ``scope="process"`` (the default) around ``scope="machine"``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+import subprocess
 import sys
 import time
 
+from startup_worker import cpu_s
+
+import tools
+
+LEVELS = (0, 1, 2)
+
+
+def watts(j: float | None, seconds: float) -> float | None:
+    return None if j is None else j / seconds
+
 
 def main() -> int:
-    threads, seconds, reps, out = (int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]),
-                                   sys.argv[4])
+    key, seconds, reps, out = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     logging.basicConfig(level=logging.ERROR)
-    import torch
-    from codecarbon import OfflineEmissionsTracker
-
-    from carbon_callbacks import EnergyMeter
-
-    torch.set_num_threads(max(threads, 1))
-    a = torch.randn(512, 512)
+    tool = tools.get(key)
+    tool.load()
+    inner = tools.get("ours", scope="machine") if key == "ours" else None
+    if inner:
+        inner.load()
     results = []
-    for _ in range(reps):
-        ours_p = EnergyMeter(scope="process")
-        ours_m = EnergyMeter(scope="machine")
-        tracker = OfflineEmissionsTracker(country_iso_code="FRA", save_to_file=False,
-                                          log_level="error", allow_multiple_runs=True)
-        tracker.start()
-        ours_p.start()
-        ours_m.start()
-        cpu0, t0 = os.times(), time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            if threads:
-                for _ in range(20):
-                    a = (a @ a) * 1e-3
-            else:
-                time.sleep(0.05)
-        cpu1, wall = os.times(), time.monotonic() - t0
-        describe = ours_p.describe()
-        wp = ours_p.stop()
-        wm = ours_m.stop()
-        tracker.stop()
-        data = tracker.final_emissions_data
-        kwh = 3_600_000.0
-        results.append({
-            "wall": wall,
-            "cores_used": (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall,
-            "ours_process_cpu_w": wp.component_joules("cpu") / wp.seconds,
-            "ours_process_ram_w": wp.component_joules("ram") / wp.seconds,
-            "ours_machine_cpu_w": wm.component_joules("cpu") / wm.seconds,
-            "ours_machine_ram_w": wm.component_joules("ram") / wm.seconds,
-            "ours_process_range": [wp.components["cpu"].low / wp.seconds,
-                                   wp.components["cpu"].high / wp.seconds],
-            "ours_methods": wp.methods,
-            "cc_cpu_w": data.cpu_energy * kwh / data.duration,
-            "cc_ram_w": data.ram_energy * kwh / data.duration,
-            "ours_describe": describe,
-            "cc_mode": "; ".join(
-                f"{type(h).__name__}: {h}"
-                + (f", TDP {h._tdp} W{' (generic default)' if h._is_generic_tdp else ''}, "
-                   f"tracking mode {tracker._tracking_mode}" if hasattr(h, "_tdp") else "")
-                for h in tracker._hardware),
-        })
+    for level in LEVELS:
+        spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                    for _ in range(level)]
+        time.sleep(0.5)
+        try:
+            for _ in range(reps):
+                if key == "carbontracker":
+                    tool.options["spans"] = 1
+                tool.make()
+                held: dict = {}
+
+                pids = [p.pid for p in spinners]
+
+                def body(held: dict = held, pids: list[int] = pids) -> None:
+                    c0, t0 = cpu_s(pids), time.monotonic()
+                    if inner:
+                        inner.make()
+                        held["machine"] = inner.window(lambda: time.sleep(seconds))
+                    else:
+                        time.sleep(seconds)
+                    held["cores"] = (cpu_s(pids) - c0) / (time.monotonic() - t0)
+
+                w = tool.window(body)
+                described = tool.describe()
+                tool.close()
+                span = w["b"] - w["a"]
+                row = {"level": level, "cores": held["cores"], "seconds": span,
+                       "cpu_w": watts(w["cpu"], span),
+                       "ram_w": watts(w["ram"] if w["ram"] is not None else w["dram"], span),
+                       "notes": w["notes"], "describe": described}
+                if inner:
+                    m = held["machine"]
+                    row["machine_cpu_w"] = watts(m["cpu"], m["b"] - m["a"])
+                    row["machine_ram_w"] = watts(m["ram"], m["b"] - m["a"])
+                    row["describe"] = "; ".join(tool.meter.describe())
+                results.append(row)
+        finally:
+            for p in spinners:
+                p.kill()
+                p.wait()
     with open(out, "w") as f:
         json.dump(results, f, default=str)
     return 0

@@ -1,14 +1,14 @@
 """Small Lightning fits in a fresh process, with or without a tracker (run by bench_overhead.py).
 
-Usage: ``python fit_worker.py CONFIG OUT [ROUND]`` with CONFIG ``none``, ``ours`` (our
-``CarbonCallback(intensity="FR")`` with its defaults, ledger included), ``cc1`` (CodeCarbon
-``OfflineEmissionsTracker(measure_power_secs=1)`` started before ``fit()`` and stopped after),
-``ccdefault`` (the same with CodeCarbon's default interval), or ``pair``: a cold no-tracker fit,
-then ``PAIRS`` pairs of a no-tracker fit and ours in this warm process, each in an order drawn from
-ROUND. Every config imports the same modules before the clock starts; the timed span runs from
-constructing the tracker or callback to its stop, so each tool's whole cost to a job, once imported,
-is inside it; each config imports its own tool first and records how long that took. OUT gets a JSON
-list with one result per fit.
+Usage: ``python fit_worker.py TOOL OUT ROUND [OPTIONS_JSON]`` under the tool's own interpreter,
+with TOOL a key of ``tools.TOOLS``: a cold no-tracker fit, then ``PAIRS`` pairs of a
+no-tracker fit and a fit with the tool, each pair in an order drawn from ROUND. Ours is our
+``CarbonCallback(intensity="FR")`` with its defaults, ledger included; a peer is driven as its
+documentation shows (``tools.py``): built and started before the trainer, stopped after
+``fit()``, with carbontracker's ``epoch_start()``/``epoch_end()`` in the epoch hooks. The
+timed span runs from building the tracker or callback to its stop, so each tool's whole cost
+to a job, once imported, is inside it; the tool's import is timed apart. OUT gets a JSON list
+with one result per fit.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import warnings
 EPOCHS = 10
 SAMPLES = 25600
 BATCH = 64
-PAIRS = 4
-"""Pairs of (no tracker, ours) fits per ``pair`` process, after its cold no-tracker fit."""
+PAIRS = 2
+"""Pairs of (no tracker, tool) fits per process, after its cold no-tracker fit."""
 
 
 def timed(callback: object, into: dict[str, list[float]]) -> None:
@@ -78,8 +78,9 @@ def thread_cpu_s(prefix: str) -> float:
 
 
 def main() -> int:
-    config, out = sys.argv[1], sys.argv[2]
+    key, out = sys.argv[1], sys.argv[2]
     order_seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    options = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
     tmp = tempfile.mkdtemp(prefix="ccb_fit_")
     os.environ["CARBON_CALLBACKS_LEDGER"] = os.path.join(tmp, "ledger.sqlite")
     warnings.filterwarnings("ignore")
@@ -91,28 +92,15 @@ def main() -> int:
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    # Both tools are imported in every config, the config's own tool first, so its import
-    # time (reported, not inside the timed span) is its own, not shared with the other's.
-    import_s: dict[str, float] = {}
+    import tools
 
-    def import_ours() -> type:
-        t = time.perf_counter()
+    t = time.perf_counter()
+    if key == "ours":
         from carbon_callbacks.integrations.lightning import CarbonCallback
-
-        import_s["ours"] = time.perf_counter() - t
-        return CarbonCallback
-
-    def import_codecarbon() -> type:
-        t = time.perf_counter()
-        from codecarbon import OfflineEmissionsTracker
-
-        import_s["codecarbon"] = time.perf_counter() - t
-        return OfflineEmissionsTracker
-
-    if config.startswith("cc"):
-        OfflineEmissionsTracker, CarbonCallback = import_codecarbon(), import_ours()
     else:
-        CarbonCallback, OfflineEmissionsTracker = import_ours(), import_codecarbon()
+        tool = tools.get(key, **options)
+        tool.load()
+    import_s = time.perf_counter() - t
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -143,8 +131,9 @@ def main() -> int:
         hook_s: dict[str, list[float]] = {}
         sampler: dict[str, float] = {}
         t0 = time.perf_counter()
-        callbacks, tracker = [], None
-        if kind == "ours":
+        callbacks: list = []
+        started = None
+        if kind == "tool" and key == "ours":
             callback = CarbonCallback(intensity="FR")
             hook_s["__init__"] = [time.perf_counter() - t0]
             timed(callback, hook_s)
@@ -159,43 +148,45 @@ def main() -> int:
 
             callback.on_fit_end = on_fit_end
             callbacks.append(callback)
-        elif kind in ("cc1", "ccdefault"):
-            kwargs = {"measure_power_secs": 1} if kind == "cc1" else {}
-            tracker = OfflineEmissionsTracker(country_iso_code="FRA", output_dir=tmp,
-                                              log_level="error", allow_multiple_runs=True,
-                                              **kwargs)
-            tracker.start()
+        elif kind == "tool":
+            if key == "carbontracker":
+                tool.options.update(spans=EPOCHS, exact=True)
+            tool.make()
+            callbacks += tool.fit_callbacks()
+            if key != "carbontracker":
+                tool.begin()
+                started = True
         trainer = L.Trainer(max_epochs=EPOCHS, accelerator="cpu", devices=1, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, callbacks=callbacks)
         t_fit = time.perf_counter()
         trainer.fit(model, train, val)
         fit_s = time.perf_counter() - t_fit
-        if tracker is not None:
-            tracker.stop()
+        described = ""
+        if kind == "tool" and key != "ours":
+            if started:
+                tool.end()
+            described = tool.describe()
+            tool.close()
         total_s = time.perf_counter() - t0
         logged = sorted(k for k in trainer.callback_metrics if "energy" in k or "co2" in k)
         return {"config": kind, "total_s": total_s, "fit_s": fit_s, "logged": logged,
                 "epochs": trainer.current_epoch, "hook_s": hook_s,
-                "sampler_cpu_s": sampler.get("cpu_s")}
+                "sampler_cpu_s": sampler.get("cpu_s"), "described": described}
 
-    results: list[dict] = []
-    if config == "pair":
-        # A first no-tracker fit, cold as every fresh-process fit is (the baseline for the
-        # CodeCarbon runs); then PAIRS pairs of a no-tracker fit and ours, each pair in an
-        # order drawn from ROUND, in this now warm process: a pair differs only by our callback.
-        results.append(fit("none"))
-        rng = random.Random(order_seed)
-        for i in range(PAIRS):
-            kinds = ["none", "ours"]
-            rng.shuffle(kinds)
-            for kind in kinds:
-                r = fit(kind)
-                r["config"] = "none_warm" if kind == "none" else "ours"
-                r["pair"] = i
-                results.append(r)
-    else:
-        results.append(fit(config))
+    # A first no-tracker fit, cold as every fresh-process fit is; then PAIRS pairs of a
+    # no-tracker fit and one with the tool, each pair in an order drawn from ROUND, in this
+    # now warm process: a pair differs only by the tool.
+    results = [fit("none")]
+    rng = random.Random(order_seed)
+    for i in range(PAIRS):
+        kinds = ["none", "tool"]
+        rng.shuffle(kinds)
+        for kind in kinds:
+            r = fit(kind)
+            r["config"] = "none_warm" if kind == "none" else "tool"
+            r["pair"] = i
+            results.append(r)
     for r in results:
         r["import_s"] = import_s
     with open(out, "w") as f:

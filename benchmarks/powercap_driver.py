@@ -1,15 +1,20 @@
-"""Driver process: fake powercap trees whose ``energy_uj`` advances at 1 kHz from known traces.
+"""Driver process: fake powercap trees whose ``energy_uj`` files advance at 1 kHz from known traces.
 
-Usage: ``python powercap_driver.py ROOT T0 SECONDS TRACE [TRACE ...]`` writes one tree per
-trace under ``ROOT/<trace>`` laid out like a real one::
+Usage: ``python powercap_driver.py ROOT T0 SECONDS TREE [TREE ...]`` writes one tree per name
+(``traces.TREES``) under ``ROOT/<tree>`` laid out like a real one::
 
-    <trace>/intel-rapl/subsystem -> ..      (what CodeCarbon looks for)
-    <trace>/intel-rapl/intel-rapl:0 -> ../intel-rapl:0
-    <trace>/intel-rapl:0/{name,energy_uj,max_energy_range_uj,enabled}
+    <tree>/intel-rapl/subsystem -> ..             (what CodeCarbon looks for)
+    <tree>/intel-rapl/intel-rapl:N -> ../intel-rapl:N   (what Zeus lists)
+    <tree>/intel-rapl:N/{name,energy_uj,max_energy_range_uj,enabled}
+    <tree>/intel-rapl:N/intel-rapl:N:0/...        (a DRAM subzone, where the tree has one)
+    <tree>/intel-rapl:N:0 -> intel-rapl:N/intel-rapl:N:0   (subzones are listed at the top too)
 
-then rewrites every ``energy_uj`` each millisecond with the trace's exact energy at that
-instant (seconds since the monotonic origin ``T0``), through a temp file and ``os.replace`` so
-a reader never sees a half-written value. ROOT should be on tmpfs (``/dev/shm``).
+then rewrites every ``energy_uj`` each millisecond with its zone's exact energy at that instant
+(seconds since the monotonic origin ``T0``). The value is written in place, at a fixed width
+(zero-padded), so a tool that keeps the file open and seeks back to re-read it (perun does, as
+it may with sysfs) sees each new value, as it would on a real tree; a read that overlaps a
+write can mix the two values only in their last digits, less than one tick's increment.
+ROOT should be on tmpfs (``/dev/shm``).
 
 Hardware counters advance whatever the load, so the driver asks for real-time scheduling
 (SCHED_FIFO, allowed for root) to keep its 1 kHz while dozens of measuring processes start;
@@ -25,32 +30,46 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from traces import Trace, by_name  # noqa: E402
+from traces import Tree, Zone, tree  # noqa: E402
+
+WIDTH = 20  # digits: any counter range in microjoules fits
 
 
-def build_tree(root: str, trace: Trace) -> str:
-    """Create the tree for ``trace`` under ``root`` and return the path of its energy file."""
-    base = os.path.join(root, trace.name)
-    pkg = os.path.join(base, "intel-rapl:0")
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text + "\n")
+
+
+def build_tree(root: str, t: Tree) -> list[tuple[Zone, int]]:
+    """Create the tree for ``t`` under ``root``; returns each zone with its open energy file."""
+    base = os.path.join(root, t.name)
     ctl = os.path.join(base, "intel-rapl")
-    os.makedirs(pkg, exist_ok=True)
     os.makedirs(ctl, exist_ok=True)
-    for link, target in ((os.path.join(ctl, "subsystem"), ".."),
-                         (os.path.join(ctl, "intel-rapl:0"), "../intel-rapl:0")):
+    links = [(os.path.join(ctl, "subsystem"), "..")]
+    out = []
+    for zone in t.zones:
+        folder = os.path.join(base, zone.folder)
+        os.makedirs(folder, exist_ok=True)
+        top = os.path.basename(zone.folder)
+        if "/" in zone.folder:
+            links.append((os.path.join(base, top), zone.folder))
+        else:
+            links.append((os.path.join(ctl, top), f"../{top}"))
+        for fname, value in (("name", zone.name), ("enabled", "1"),
+                             ("max_energy_range_uj", str(int(zone.trace.wrap_j * 1e6)))):
+            _write(os.path.join(folder, fname), value)
+        path = os.path.join(folder, "energy_uj")
+        _write(path, "0" * WIDTH)
+        out.append((zone, os.open(path, os.O_WRONLY)))
+    for link, target in links:
         if not os.path.islink(link):
             os.symlink(target, link)
-    files = {"name": "package-0", "enabled": "1",
-             "max_energy_range_uj": str(int(trace.wrap_j * 1e6)), "energy_uj": "0"}
-    for fname, value in files.items():
-        with open(os.path.join(pkg, fname), "w") as f:
-            f.write(value + "\n")
-    return os.path.join(pkg, "energy_uj")
+    return out
 
 
 def main(argv: list[str]) -> int:
     root, t0, seconds = argv[0], float(argv[1]), float(argv[2])
-    traces = [by_name(n) for n in argv[3:]]
-    targets = [(t, build_tree(root, t)) for t in traces]
+    targets = [z for name in argv[3:] for z in build_tree(root, tree(name))]
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
         realtime = 1
@@ -66,11 +85,9 @@ def main(argv: list[str]) -> int:
         now = time.monotonic()
         if now >= end:
             break
-        for trace, path in targets:
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write(f"{trace.counter_uj(time.monotonic() - t0)}\n")
-            os.replace(tmp, path)
+        for zone, fd in targets:
+            value = zone.trace.counter_uj(time.monotonic() - t0)
+            os.pwrite(fd, f"{value:0{WIDTH}d}\n".encode(), 0)
         ticks += 1
         next_tick += period
         delay = next_tick - time.monotonic()

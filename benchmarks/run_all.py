@@ -23,12 +23,13 @@ from importlib import metadata
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import peers  # noqa: E402
 from figures import HERE, PYTHON, REPO, log  # noqa: E402
 
 # Cheap and quiet ones first, the accuracy run (many concurrent processes) last of ours.
-ORDER = ("core", "intensity", "startup", "overhead", "fallback", "accuracy", "stopping", "pruning",
-         "serve")
-TIMEOUT_S = 420
+ORDER = ("core", "intensity", "startup", "overhead", "fallback", "accuracy", "forecast",
+         "stopping", "pruning", "serve")
+TIMEOUT_S = 1800  # a shared machine can double a section's time
 
 
 def discover(names: list[str]) -> list[str]:
@@ -81,7 +82,9 @@ def machine() -> list[str]:
         f"NVIDIA GPU {'present' if gpu else 'absent'} (the accuracy benchmark fakes both)",
         f"- OS: {platform.platform()}; Python {platform.python_version()}",
         "- Packages: " + ", ".join(f"{d} {version(d)}" for d in (
-            "carbon-callbacks", "codecarbon", "torch", "lightning", "psutil")),
+            "carbon-callbacks", "torch", "lightning", "psutil")),
+        "- Peers, each in its own virtualenv under benchmarks/.peers (`peers.py`): "
+        + peers.versions_line(*peers.runners()).removeprefix("Versions: "),
         f"- Commit: {commit}",
     ]
 
@@ -92,7 +95,7 @@ def compile_package() -> str:
     ``make bench`` uses the editable install, whose sources Python would otherwise compile
     afresh in every new interpreter when bytecode writing is off (PYTHONDONTWRITEBYTECODE=1
     here): about 25 ms that no installed copy pays, inside every fresh-process figure.
-    The frameworks and CodeCarbon were compiled by pip when they were installed.
+    The frameworks and the peers were compiled by pip when they were installed.
     """
     proc = subprocess.run([PYTHON, "-m", "compileall", "-q", "carbon_callbacks", "integrations"],
                           cwd=REPO, capture_output=True, text=True)
@@ -100,7 +103,7 @@ def compile_package() -> str:
         return (f"- Bytecode: compileall failed ({proc.stderr.strip()[-200:]}); our sources "
                 "were compiled in every run")
     return ("- Bytecode: our package was byte-compiled before the runs (`compileall`), as pip "
-            "does for an installed wheel; the frameworks and CodeCarbon were compiled by pip")
+            "does for an installed wheel; the frameworks and the peers were compiled by pip")
 
 
 def main(argv: list[str]) -> int:

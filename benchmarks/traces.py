@@ -54,6 +54,41 @@ class Trace:
         return math.floor(self.energy(b) / rng) - math.floor(self.energy(a) / rng)
 
 
+@dataclass(frozen=True)
+class Zone:
+    """One RAPL zone of a fake tree: its folder under the tree, its kernel name, its trace."""
+
+    folder: str
+    name: str
+    trace: Trace
+
+    @property
+    def is_dram(self) -> bool:
+        return self.name == "dram"
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A fake powercap tree: packages and their DRAM subzones, each following a trace."""
+
+    name: str
+    zones: tuple[Zone, ...]
+    what: str
+
+    def joules(self, a: float, b: float, dram: bool = False) -> float:
+        """Exact joules of the package zones (or of the DRAM zones) between ``a`` and ``b``."""
+        return sum(z.trace.joules(a, b) for z in self.zones if z.is_dram == dram)
+
+    @property
+    def has_dram(self) -> bool:
+        return any(z.is_dram for z in self.zones)
+
+    @property
+    def package(self) -> Trace:
+        """The first package's trace (the only one on single-package trees)."""
+        return next(z.trace for z in self.zones if not z.is_dram)
+
+
 # CPU package traces written into fake powercap trees. The wrap trace's range is 5 s at its
 # power, so a tool reading less often than every 5 s sees several wraps per gap: a stress
 # case (real package counters wrap every tens of minutes or more).
@@ -67,6 +102,30 @@ CPU_TRACES: tuple[Trace, ...] = (
           what="60 W constant, counter range 300 J (wraps every 5 s)"),
 )
 
+# Two sockets, each with a DRAM subzone inside its package folder (intel-rapl:N/intel-rapl:N:0)
+# and linked at the top as real trees have them. Package-1 and DRAM-1 vary so that a tool
+# reading one socket twice, or one DRAM zone for both, is off.
+SOCKETS = Tree("sockets", (
+    Zone("intel-rapl:0", "package-0", Trace("s-pkg0", low=35.0, what="35 W")),
+    Zone("intel-rapl:0/intel-rapl:0:0", "dram", Trace("s-dram0", low=6.0, what="6 W")),
+    Zone("intel-rapl:1", "package-1", Trace("s-pkg1", low=20.0, high=80.0, period=0.3, on=0.1,
+                                              what="20/80 W")),
+    Zone("intel-rapl:1/intel-rapl:1:0", "dram", Trace("s-dram1", low=3.0, high=9.0, period=0.7,
+                                                      on=0.2, what="3/9 W")),
+), what="two packages (35 W; 20/80 W square) with DRAM zones (6 W; 3/9 W square)")
+
+TREES: tuple[Tree, ...] = (
+    *(Tree(t.name, (Zone("intel-rapl:0", "package-0", t),), t.what) for t in CPU_TRACES),
+    SOCKETS,
+)
+
+# For the forecast comparison: work phases that change power every 8 s, so that the epochs a
+# forecast sees first may not draw the power of the ones it predicts.
+PHASED = Tree("phased", (Zone("intel-rapl:0", "package-0",
+                              Trace("phased", low=30.0, high=70.0, period=16.0, on=8.0,
+                                    what="30 W / 70 W, 8 s each")),),
+              what="30 W / 70 W phases of 8 s")
+
 # GPU trace followed by the fake NVML module (total-energy counter in mJ, power in mW). The
 # period is not a divisor of a second, so a tool sampling power on a whole-second clock does not
 # lock onto one phase of the wave (which would make its error depend on luck, not on its method).
@@ -74,9 +133,9 @@ GPU_TRACE = Trace("gpu-square", low=60.0, high=240.0, period=0.173, on=0.0865,
                   what="173 ms square wave, 60 W / 240 W")
 
 
-def by_name(name: str) -> Trace:
-    """The CPU trace called ``name`` (or the GPU trace)."""
-    for trace in (*CPU_TRACES, GPU_TRACE):
-        if trace.name == name:
-            return trace
+def tree(name: str) -> Tree:
+    """The fake powercap tree called ``name``."""
+    for t in (*TREES, PHASED):
+        if t.name == name:
+            return t
     raise KeyError(name)

@@ -141,6 +141,7 @@ class EnergyMeter:
         self._run = 0
         self._running = False
         self._stop_event = threading.Event()
+        self._wake = threading.Event()  # set by mark() and stop(): the thread re-plans
         self._thread: threading.Thread | None = None
         self._marks = MarkBook()
         self._start_reading: Reading | None = None
@@ -210,13 +211,14 @@ class EnergyMeter:
             for c in self._chains:
                 c.open(now)
             self._running = True
+            self._wake = threading.Event()
             self._start_reading = self._mark_locked()
             self._stop_event = threading.Event()
             # Started even when nothing polls now: a source can switch to polling mid-run
             # (an NVML energy counter failing over to polled power). Idle, it wakes once per
             # interval and does nothing.
             self._thread = threading.Thread(
-                target=self._loop, args=(self._stop_event, self._run),
+                target=self._loop, args=(self._stop_event, self._wake, self._run),
                 name=f"carbon-callbacks-meter-{id(self):x}-{self._run}", daemon=True,
             )
             self._thread.start()
@@ -240,6 +242,7 @@ class EnergyMeter:
                 start = self._start_reading
                 self._running = False
                 self._stop_event.set()
+                self._wake.set()
                 thread, self._thread = self._thread, None
             # Joined outside _lock (the thread takes it), but inside _cycle: no start() can
             # open the sensors before they are closed below.
@@ -334,6 +337,7 @@ class EnergyMeter:
             prev = totals.get(c.component)
             totals[c.component] = t if prev is None else prev + t  # several sensors add up
         notes = tuple(len(c.notes) for c in self._chains)
+        self._wake.set()
         seq = next(self._seq)
         self._methods = {k: str(v.method) for k, v in totals.items()}
         self._marks.add(seq, MarkDetail(totals, notes),
@@ -378,10 +382,14 @@ class EnergyMeter:
 
     # ---- thread ------------------------------------------------------------------------
 
-    def _loop(self, stop_event: threading.Event, run: int) -> None:
-        due: dict[int, float] = {}
+    def _loop(self, stop_event: threading.Event, wake: threading.Event, run: int) -> None:
+        # Per chain, when it was last sampled. Its period is read afresh at every pass (a
+        # source may poll faster while a window is young, see NvmlSensor), and a mark() wakes
+        # the thread so that a shorter period applies from that boundary on.
+        last: dict[int, float] = {}
         failed = False
         while True:
+            wake.clear()
             now = monotonic()
             wait = self.interval
             with self._lock:
@@ -391,8 +399,8 @@ class EnergyMeter:
                     period = c.poll_interval
                     if c.absent or not period:
                         continue
-                    d = due.setdefault(i, now + period)
-                    if now >= d:
+                    t = last.setdefault(i, now)
+                    if now - t >= period:
                         try:
                             c.sample(now)
                         except Exception:
@@ -404,11 +412,12 @@ class EnergyMeter:
                                 logger.warning("energy meter sampler: unexpected error from "
                                                "%s; sampling goes on", c.component,
                                                exc_info=True)
-                        # Catch up without bursts when the thread was starved.
-                        d = max(d + period, now + period * 0.5)
-                        due[i] = d
-                    wait = min(wait, d - now)
-            if stop_event.wait(max(0.001, wait)):
+                        # Timed from this sample: a starved thread resumes without a burst.
+                        last[i] = t = now
+                        period = c.poll_interval or period
+                    wait = min(wait, t + period - now)
+            wake.wait(max(0.001, wait))
+            if stop_event.is_set():
                 return
 
 

@@ -427,6 +427,25 @@ def test_window_refuses_a_hand_built_reading():
         m.window(Reading(b.monotonic - 1, b.wall - 1, {"cpu": 0.0}), b)
 
 
+class AgeSensor(ClockSensor):
+    """Polls slowly until a boundary read, then fast (as polled power after a mark)."""
+
+    def totals(self, now: float) -> Energy:
+        if now > self.t0:
+            self.poll_interval = 0.01
+        return super().totals(now)
+
+
+def test_a_mark_wakes_the_thread_so_a_shorter_period_applies_at_once():
+    s = AgeSensor(poll_interval=2.0)
+    m = EnergyMeter(sensors=[s], interval=5.0).start()
+    time.sleep(0.05)
+    m.mark()  # the sensor now asks for 10 ms; the thread was asleep for up to 2 s
+    time.sleep(0.3)
+    m.stop()
+    assert s.samples >= 5
+
+
 def test_a_sensor_that_starts_polling_mid_run_is_sampled():
     s = ClockSensor(poll_interval=None)  # a counter: nothing to poll at start()
     m = EnergyMeter(sensors=[s], interval=0.05).start()

@@ -52,7 +52,7 @@ def test_unsupported_counter_polls_power_at_10hz_and_integrates_within_2_percent
     clock = Clock()
     trace = lambda t: 150.0 + 100.0 * math.sin(2 * math.pi * t / 3.0) + (80.0 if t > 2 else 0)  # noqa: E731
     nv = FakeNVML([FakeGPU(power_w=trace, energy_counter=False)], clock=clock)
-    s = NvmlSensor(nvml=nv, scope="machine", env={})
+    s = NvmlSensor(nvml=nv, scope="machine", env={}, max_poll_hz=10)
     s.open(0.0)
     assert s.method == "polled" and s.poll_interval == pytest.approx(0.1)
     for i in range(1, 60):  # the meter's thread at 10 Hz
@@ -84,6 +84,74 @@ def test_polled_power_through_the_meter_thread_within_2_percent():
     assert gpu.method == "polled"
     assert nv.gpus[0].calls["power"] >= 25  # sampled at about 10 Hz by the thread
     assert gpu.joules == pytest.approx(truth, rel=0.02)
+
+
+def square(t: float) -> float:
+    """60 W / 240 W, 173 ms period: steps that a 10 Hz sampler cannot follow."""
+    return 240.0 if t % 0.173 < 0.0865 else 60.0
+
+
+def polled_windows(s: NvmlSensor, nv: FakeNVML, clock: Clock, windows: int,
+                   seconds: float) -> list[float]:
+    """Drive the sensor as the meter does (thread samples at its poll_interval, a boundary
+    read every ``seconds``); returns each window's relative error against the truth."""
+    s.open(0.0)
+    errors, before = [], s.totals(0.0).joules
+    for k in range(1, windows + 1):
+        end = k * seconds
+        while clock.t + s.poll_interval < end:
+            clock.t += s.poll_interval
+            s.sample(clock.t)
+        clock.t = end
+        after = s.totals(end).joules
+        truth = nv.energy_j(0, end - seconds, end)
+        errors.append((after - before - truth) / truth)
+        before = after
+    return errors
+
+
+def test_polling_is_fastest_right_after_a_boundary_and_slows_with_the_window_age():
+    clock = Clock()
+    nv = FakeNVML([FakeGPU(power_w=square, energy_counter=False)], clock=clock)
+    s = NvmlSensor(nvml=nv, scope="machine", env={})
+    s.open(0.0)
+    assert s.poll_interval == pytest.approx(0.01)  # 100 Hz at the start of a window
+    clock.t = 5.0
+    s.sample(5.0)
+    assert s.poll_interval == pytest.approx(0.05)  # 100 samples over the window's 5 s so far
+    clock.t = 30.0
+    s.sample(30.0)
+    assert s.poll_interval == pytest.approx(0.1)  # an old window: back to poll_hz
+    s.totals(30.0)
+    assert s.poll_interval == pytest.approx(0.01)  # a boundary starts a new window
+
+
+def test_one_second_windows_of_a_fast_square_wave_within_5_percent():
+    clock = Clock()
+    nv = FakeNVML([FakeGPU(power_w=square, energy_counter=False)], clock=clock)
+    errors = polled_windows(NvmlSensor(nvml=nv, scope="machine", env={}), nv, clock, 30, 1.0)
+    assert max(abs(e) for e in errors) <= 0.05
+
+
+def test_a_fixed_10hz_rate_misses_the_same_square_wave_by_more_than_5_percent():
+    # The case the adaptive rate is for: the same windows sampled at 10 Hz throughout.
+    clock = Clock()
+    nv = FakeNVML([FakeGPU(power_w=square, energy_counter=False)], clock=clock)
+    s = NvmlSensor(nvml=nv, scope="machine", env={}, max_poll_hz=10)
+    errors = polled_windows(s, nv, clock, 30, 1.0)
+    assert max(abs(e) for e in errors) > 0.05
+
+
+def test_the_range_of_a_polled_window_holds_the_truth():
+    clock = Clock()
+    nv = FakeNVML([FakeGPU(power_w=square, energy_counter=False)], clock=clock)
+    s = NvmlSensor(nvml=nv, scope="machine", env={})
+    s.open(0.0)
+    while clock.t < 2.0:
+        clock.t += s.poll_interval
+        s.sample(clock.t)
+    t = s.totals(clock.t)
+    assert t.low <= nv.energy_j(0, 0.0, clock.t) <= t.high
 
 
 def test_one_gpu_of_two_selected_by_gpu_ids():
@@ -228,6 +296,8 @@ def test_gpu_table_lookup_and_fixed_rows():
 def test_bad_poll_rate_is_refused():
     with pytest.raises(ValueError, match="poll_hz"):
         NvmlSensor(nvml=FakeNVML([]), poll_hz=2)
+    with pytest.raises(ValueError, match="max_poll_hz"):
+        NvmlSensor(nvml=FakeNVML([]), poll_hz=20, max_poll_hz=10)
 
 
 def test_fake_error_carries_not_supported_code():

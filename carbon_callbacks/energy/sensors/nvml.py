@@ -7,8 +7,12 @@ Per GPU, the best source that answers is used:
    time elapsed (backwards, negative, above its power ceiling, or still while it draws power)
    is refused and that interval estimated (``counters.py``); three in a row give the counter up
    for polled power.
-2. ``nvmlDeviceGetPowerUsage`` (mW) sampled by the meter's thread at 10 Hz or faster and
-   integrated by trapezoid: method ``polled``.
+2. ``nvmlDeviceGetPowerUsage`` (mW) sampled by the meter's thread and integrated by
+   trapezoid, with a fresh sample read at every boundary: method ``polled``. The rate follows
+   the age of the current window: ``max_poll_hz`` (100 Hz) right after a boundary, slowing
+   so that a window gets about ``SAMPLES_PER_WINDOW`` samples, down to ``poll_hz`` (10 Hz)
+   once it is 10 s old. A sampled step costs at most half its size times the sampling
+   interval, so short windows need short intervals; long ones (epochs) poll at 10 Hz.
 3. ``TDP x (0.2 + 0.8 x utilisation)``: method ``model``. TDP is the enforced power limit, else
    the bundled table (``data/gpu_tdp.csv``); the 20% idle floor is our assumption (data-centre
    GPUs idle at a fraction of their limit), and the model's wide band covers it.
@@ -54,6 +58,9 @@ IDLE_FRACTION = 0.2
 """GPU model: power at 0% utilisation as a fraction of TDP (an assumption; see module doc)."""
 
 DEFAULT_POLL_HZ = 10.0
+MAX_POLL_HZ = 100.0
+SAMPLES_PER_WINDOW = 100
+"""Polled power: samples aimed at per window while the window is young (module doc)."""
 
 SHUTDOWN_WAIT_S = 1.0
 """How long ``close()`` waits for ``nvmlShutdown`` on an idle worker (none when one hangs)."""
@@ -84,7 +91,10 @@ class NvmlSensor(Sensor):
         nvml: a pynvml-like module; None imports ``pynvml`` (from nvidia-ml-py) at ``open()``.
         gpu_ids: CUDA ordinals as this process sees them; None picks by scope (module doc).
         scope: "process" or "machine".
-        poll_hz: power sampling rate where there is no energy counter (10 Hz or more).
+        poll_hz: power sampling rate where there is no energy counter, once a window is
+            old (10 Hz or more).
+        max_poll_hz: the rate right after a boundary (``poll_hz`` or more); equal to
+            ``poll_hz`` for a fixed rate.
         env: the environment to read ``CUDA_VISIBLE_DEVICES``/``LOCAL_RANK`` from.
     """
 
@@ -92,17 +102,22 @@ class NvmlSensor(Sensor):
 
     def __init__(self, *, nvml: Any | None = None, gpu_ids: tuple[int, ...] | None = None,
                  scope: Literal["process", "machine"] = "process",
-                 poll_hz: float = DEFAULT_POLL_HZ,
+                 poll_hz: float = DEFAULT_POLL_HZ, max_poll_hz: float = MAX_POLL_HZ,
                  env: dict[str, str] | None = None) -> None:
         poll_hz = check_number(poll_hz, "poll_hz", low=DEFAULT_POLL_HZ, unit="Hz")
         check_scope(scope)
+        if not max_poll_hz >= poll_hz:
+            raise ValueError(f"max_poll_hz: expected poll_hz ({poll_hz:g} Hz) or more, got "
+                             f"{max_poll_hz!r}; pass max_poll_hz=poll_hz for a fixed rate")
         self._given = nvml
         self._module = self._import_pynvml() if nvml is None else None
         self.nvml: Any = None
         self.gpu_ids = gpu_ids
         self.scope = scope
         self.poll_hz = float(poll_hz)
+        self.max_poll_hz = float(max_poll_hz)
         self.env = env
+        self._boundary = 0.0  # when totals() last read the GPUs: the current window's start
         self.gpus: list[_Gpu] = []
         self.selection = ""
         self._inited = False
@@ -159,8 +174,8 @@ class NvmlSensor(Sensor):
                 self._start_gpu(g, now)
         finally:
             self._opening = False
-        polled = any(g.mode in ("polled", "model") for g in self.gpus)
-        self.poll_interval = 1.0 / self.poll_hz if polled else None
+        self._boundary = now
+        self._replan(now)
 
     def _environ(self, key: str) -> str | None:
         return (self.env if self.env is not None else os.environ).get(key)
@@ -323,14 +338,26 @@ class NvmlSensor(Sensor):
         g.last_t = now
         self.report(f"gpu {g.label}: {before} failed ({_text(exc)}); now {g.mode}",
                     cause=f"nvml:{g.label}:{before}")
-        if any(x.mode in ("polled", "model") for x in self.gpus):
+        self._replan(now)
+
+    def _replan(self, now: float) -> None:
+        """Set the thread's period: by window age for polled power, ``poll_hz`` for the model."""
+        modes = {g.mode for g in self.gpus}
+        if "polled" in modes:
+            age = max(0.0, now - self._boundary)
+            self.poll_interval = min(1.0 / self.poll_hz,
+                                     max(1.0 / self.max_poll_hz, age / SAMPLES_PER_WINDOW))
+        elif "model" in modes:
             self.poll_interval = 1.0 / self.poll_hz
+        else:
+            self.poll_interval = None
 
     def sample(self, now: float) -> None:
         gpus = [g for g in self.gpus if g.mode in ("polled", "model")]
         if gpus:
             for g, got in zip(gpus, self._fetch(gpus), strict=True):
                 self._step(g, now, got)
+        self._replan(now)
 
     # Read-only where Sensor has a plain attribute: the worst of the GPUs' modes.
     @property
@@ -342,6 +369,8 @@ class NvmlSensor(Sensor):
             raise SensorError("NVML is not initialised")
         for g, got in zip(self.gpus, self._fetch(self.gpus), strict=True):
             self._step(g, now, got)
+        self._boundary = now
+        self._replan(now)
         # A counter interval that holds an estimate is reported as one.
         methods = [Method.MODEL if g.track is not None and g.track.take_estimated() else g.mode
                    for g in self.gpus]
@@ -369,7 +398,8 @@ class NvmlSensor(Sensor):
         parts = []
         for g in self.gpus:
             how = {"counter": "NVML energy counter",
-                   "polled": f"NVML power polled at {self.poll_hz:g} Hz, trapezoid"}.get(
+                   "polled": f"NVML power polled at {self.poll_hz:g}-{self.max_poll_hz:g} Hz "
+                             "(faster while a window is young), trapezoid"}.get(
                        g.mode, g.mode)
             extra = "; ".join(g.notes)
             parts.append(f"{g.label}: {how}" + (f" ({extra})" if extra else ""))
