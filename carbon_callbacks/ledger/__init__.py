@@ -11,13 +11,12 @@ imports and exports (``interchange.py``). Anything else a tracker can record run
 
 from __future__ import annotations
 
+from carbon_callbacks.ledger.codecarbon import CODECARBON_REQUIRED, read_codecarbon_csv
 from carbon_callbacks.ledger.errors import LedgerError, LedgerRejected, LedgerUnavailable
 from carbon_callbacks.ledger.interchange import (
-    CODECARBON_REQUIRED,
     export_csv,
     export_jsonl,
     import_files,
-    read_codecarbon_csv,
     read_jsonl,
 )
 from carbon_callbacks.ledger.ledger import Ledger
