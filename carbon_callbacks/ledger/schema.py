@@ -113,6 +113,11 @@ INSERT = {
 }
 
 
+def columns(table: str) -> tuple[str, ...]:
+    """The columns of one of the ledger's tables, in order."""
+    return _COLUMNS[table]
+
+
 def row_values(op: Mapping[str, Any]) -> dict[str, Any]:
     # Every column gets a value (NULL when absent), so a row spooled by older code that did not
     # know a newer column (``source`` before schema v2) is still written.
@@ -123,7 +128,6 @@ def row_values(op: Mapping[str, Any]) -> dict[str, Any]:
 def is_op(op: Any) -> bool:
     """Whether a spooled JSON value is a write this code can apply."""
     return isinstance(op, dict) and op.get("table") in INSERT and isinstance(op.get("row"), dict)
-
 
 
 def check_not_newer(current: int) -> None:
@@ -259,13 +263,14 @@ def end_op(
 
 
 def epoch_record(row: Mapping[str, Any]) -> EpochRecord:
-    """The record an ``epochs`` row holds."""
-    d: dict[str, Any] = {c: float(row[c]) if row.get(c) is not None else 0.0 for c in FLOAT_COLUMNS}
-    return EpochRecord(
+    """The record an ``epochs`` row holds (a NULL figure reads as 0)."""
+    figures: dict[str, Any] = {c: row[c] if row.get(c) is not None else 0.0 for c in FLOAT_COLUMNS}
+    methods, metrics = from_json(row.get("methods")), from_json(row.get("metrics"))
+    return EpochRecord.build(
         epoch=int(row.get("epoch") or 0),
         stage=row.get("stage") or "train",
         intensity_source=row.get("intensity_source") or "",
-        methods=from_json(row.get("methods")),
-        metrics=from_json(row.get("metrics")),
-        **d,
+        methods=methods if isinstance(methods, dict) else {},
+        metrics=metrics if isinstance(metrics, dict) else {},
+        **figures,
     )
