@@ -39,7 +39,8 @@ def sqlite_path(location: str) -> Path | None:
         return Path(location[len("sqlite:///") :])
     if location.startswith("sqlite://"):
         raise ValueError(
-            f"ledger URL {location!r} has no file path; use 'sqlite:///path/to/ledger.sqlite'"
+            f"ledger location {location!r} has no file path; use "
+            "'sqlite:///path/to/ledger.sqlite' or a plain file path"
         )
     if is_url(location):
         return None
@@ -81,7 +82,7 @@ def check_url(url: str, label: str) -> None:
     Raises:
         ValueError: naming the location argument, ``$CARBON_CALLBACKS_LEDGER``, and the fix.
     """
-    where = f"ledger location {label!r} (the location argument or ${ENV_LEDGER})"
+    where = f"ledger location {label!r} (the ledger= or location argument, or ${ENV_LEDGER})"
     try:
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
