@@ -248,32 +248,33 @@ class EpochRecord:
         """
         kwh, g = float(energy_kwh), float(co2_g)
         span = float(end_wall) - float(start_wall) if seconds is None else float(seconds)
-
-        def given(value: float | None, default: float) -> float:
-            return default if value is None else float(value)
-
         for name in ("cpu_energy_kwh", "gpu_energy_kwh", "ram_energy_kwh", "pue"):
-            if name in fields:
-                fields[name] = float(fields[name])
-        if "methods" in fields:
-            fields["methods"] = {str(k): str(v) for k, v in dict(fields["methods"]).items()}
-        if "metrics" in fields:
-            fields["metrics"] = {str(k): float(v) for k, v in dict(fields["metrics"]).items()}
+            value = fields.get(name)
+            if value is not None:
+                fields[name] = float(value)
+        if fields.get("methods") is not None:
+            fields["methods"] = dict(fields["methods"])
+        if fields.get("metrics") is not None:
+            fields["metrics"] = {k: float(v) for k, v in fields["metrics"].items()}
         return cls(
             epoch=int(epoch),
             start_wall=float(start_wall),
             end_wall=float(end_wall),
             seconds=span,
             energy_kwh=kwh,
-            energy_kwh_low=given(energy_kwh_low, kwh),
-            energy_kwh_high=given(energy_kwh_high, kwh),
+            energy_kwh_low=kwh if energy_kwh_low is None else float(energy_kwh_low),
+            energy_kwh_high=kwh if energy_kwh_high is None else float(energy_kwh_high),
             co2_g=g,
-            co2_g_low=given(co2_g_low, g),
-            co2_g_high=given(co2_g_high, g),
-            energy_kwh_total=given(energy_kwh_total, kwh),
-            co2_g_total=given(co2_g_total, g),
-            power_w=given(power_w, kwh * JOULES_PER_KWH / span if span > 0 else 0.0),
-            intensity_g_per_kwh=given(intensity_g_per_kwh, g / kwh if kwh > 0 else 0.0),
+            co2_g_low=g if co2_g_low is None else float(co2_g_low),
+            co2_g_high=g if co2_g_high is None else float(co2_g_high),
+            energy_kwh_total=kwh if energy_kwh_total is None else float(energy_kwh_total),
+            co2_g_total=g if co2_g_total is None else float(co2_g_total),
+            power_w=(kwh * JOULES_PER_KWH / span if span > 0 else 0.0)
+            if power_w is None
+            else float(power_w),
+            intensity_g_per_kwh=(g / kwh if kwh > 0 else 0.0)
+            if intensity_g_per_kwh is None
+            else float(intensity_g_per_kwh),
             **fields,
         )
 

@@ -7,6 +7,7 @@ can go to a store or, while the store is down, to the spool.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -264,13 +265,20 @@ def end_op(
 
 def epoch_record(row: Mapping[str, Any]) -> EpochRecord:
     """The record an ``epochs`` row holds (a NULL figure reads as 0)."""
-    figures: dict[str, Any] = {c: row[c] if row.get(c) is not None else 0.0 for c in FLOAT_COLUMNS}
-    methods, metrics = from_json(row.get("methods")), from_json(row.get("metrics"))
+    figures: dict[str, Any] = {c: row.get(c) or 0.0 for c in FLOAT_COLUMNS}
+    metrics = from_json(row.get("metrics"))
     return EpochRecord.build(
         epoch=int(row.get("epoch") or 0),
         stage=row.get("stage") or "train",
         intensity_source=row.get("intensity_source") or "",
-        methods=methods if isinstance(methods, dict) else {},
+        methods=_methods(row.get("methods") or ""),
         metrics=metrics if isinstance(metrics, dict) else {},
         **figures,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _methods(text: str) -> Mapping[str, Any]:
+    # A run's rows repeat a handful of methods texts; build() copies the mapping it is given.
+    methods = from_json(text)
+    return methods if isinstance(methods, dict) else {}

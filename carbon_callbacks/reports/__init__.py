@@ -15,6 +15,7 @@ from carbon_callbacks.reports.format import (
     format_grams,
     format_time,
     render,
+    stream_render,
     text_table,
 )
 from carbon_callbacks.reports.plot import plot_run
@@ -22,6 +23,9 @@ from carbon_callbacks.reports.regions import RegionFootprint, compare_regions, r
 from carbon_callbacks.reports.summary import (
     GROUP_KEYS,
     ReportRow,
+    choose_monitor,
+    epoch_cells,
+    epochs_headers,
     epochs_rows,
     gains_per_kg,
     group_value,
@@ -42,7 +46,10 @@ __all__ = [
     "ReportRow",
     "as_csv",
     "as_json",
+    "choose_monitor",
     "compare_regions",
+    "epoch_cells",
+    "epochs_headers",
     "epochs_rows",
     "equivalents",
     "format_energy",
@@ -57,6 +64,7 @@ __all__ = [
     "report_rows",
     "run_summary_text",
     "runs_rows",
+    "stream_render",
     "summarize",
     "text_table",
     "train_records",
