@@ -11,8 +11,9 @@ import math
 import os
 import socket
 import threading
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from carbon_callbacks.ledger import schema
 from carbon_callbacks.ledger.errors import LedgerError, LedgerRejected, LedgerUnavailable
@@ -22,10 +23,10 @@ from carbon_callbacks.ledger.location import redact
 class SqlAlchemyStore:
     """Any SQLAlchemy database (PostgreSQL via psycopg 3 for teams), SQLAlchemy Core only.
 
-    On PostgreSQL each transaction sets ``lock_timeout`` (and, for writes,
-    ``statement_timeout``) to ``timeout``, so a locked table or a stuck server ends a write
-    with an error after ``timeout`` seconds instead of holding it; the connection attempt
-    itself is bounded by ``connect_timeout``. ``abort()`` cuts a write in progress short from
+    On PostgreSQL each transaction sets ``lock_timeout`` to ``timeout`` (and, for writes,
+    ``statement_timeout`` to one second more), so a locked table or a stuck statement ends a
+    write with an error instead of holding it; the connection attempt itself is bounded by
+    ``connect_timeout``. ``abort()`` cuts a write in progress short from
     another thread by shutting its socket down (a server that accepts and never answers).
     With ``read_only``, nothing is created or migrated and every PostgreSQL transaction is
     ``READ ONLY``.
@@ -80,7 +81,8 @@ class SqlAlchemyStore:
                 finally:
                     self._in_flight = None
         except SQLAlchemyError as exc:
-            raise self._error(exc) from exc
+            error = self._error(exc)
+        _raise(error)
 
     def _set_timeouts(self, conn: Any, *, write: bool) -> None:
         """On PostgreSQL: lock (and, for writes, statement) timeouts for this transaction, and
@@ -91,13 +93,15 @@ class SqlAlchemyStore:
 
         if self.read_only:
             conn.execute(text("SET TRANSACTION READ ONLY"))
-        ms = str(max(1, int(self.timeout * 1000)))
+        ms = max(1, int(self.timeout * 1000))
+        # The statement timeout is a second longer, so a wait for a lock ends as a lock
+        # timeout and says so.
         conn.execute(
             text(
-                "SELECT set_config('lock_timeout', :ms, true),"
+                "SELECT set_config('lock_timeout', :lock, true),"
                 " set_config('statement_timeout', :statement, true)"
             ),
-            {"ms": ms, "statement": ms if write else "0"},
+            {"lock": str(ms), "statement": str(ms + 1000) if write else "0"},
         )
 
     def _error(self, exc: Exception) -> LedgerError:
@@ -123,9 +127,14 @@ class SqlAlchemyStore:
                 and orig.sqlstate is None
             )
         )
+        error: LedgerError
         if rejected:
-            return LedgerRejected(f"ledger database {self.label} refused a row ({reason})")
-        return LedgerUnavailable(f"ledger database {self.label} unavailable ({reason})")
+            error = LedgerRejected(f"ledger database {self.label} refused a row ({reason})")
+        else:
+            error = LedgerUnavailable(f"ledger database {self.label} unavailable ({reason})")
+        error.__cause__ = exc
+        _release(exc)
+        return error
 
     @staticmethod
     def _needs_migration(conn: Any) -> bool:
@@ -217,26 +226,34 @@ class SqlAlchemyStore:
                 for row in result:
                     yield dict(row._mapping)
         except SQLAlchemyError as exc:
-            raise self._error(exc) from exc
+            error = self._error(exc)
+        else:
+            return
+        _raise(error)
 
-    def abort(self) -> None:
+    def abort(self) -> bool:
         """Cut the transaction in progress short (from another thread): shut its socket down,
-        so a call blocked on a server that never answers returns with an error at once."""
+        so a call blocked on a server that never answers returns with an error at once.
+
+        Returns:
+            Whether there was one to cut short.
+        """
         dbapi = self._in_flight
         fileno = getattr(dbapi, "fileno", None)
         if not callable(fileno):
-            return
+            return False
         try:
             fd = fileno()
             sock = socket.socket(fileno=os.dup(fd))
         except (OSError, ValueError, AttributeError, TypeError):
-            return  # the transaction ended meanwhile (or never had a socket)
+            return False  # the transaction ended meanwhile (or never had a socket)
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
-            pass
+            return False
         finally:
             sock.close()
+        return True
 
     def close(self) -> None:
         with self._setup:
@@ -244,3 +261,29 @@ class SqlAlchemyStore:
                 self._engine.dispose()
                 self._engine = None
                 self._migrated = False
+
+
+def _raise(error: LedgerError) -> NoReturn:
+    """Raise ``error`` from outside the ``except`` block that made it (see ``_release``)."""
+    try:
+        raise error
+    finally:
+        del error
+
+
+def _release(exc: BaseException) -> None:
+    """Clear the local variables of the finished frames in a driver error's tracebacks.
+
+    SQLAlchemy's and the driver's frames keep the error they raise in a local, and the error's
+    traceback keeps those frames: a cycle only the garbage collector breaks, and until then the
+    failed connection's socket stays open (to a server that never answers, long after ``fit``).
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]

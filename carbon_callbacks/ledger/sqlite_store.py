@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -217,8 +218,9 @@ class SqliteStore:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return conn
 
-    def abort(self) -> None:
-        """Nothing to cut short: a SQLite write waits at most ``timeout`` for a lock."""
+    def abort(self) -> bool:
+        """Nothing to cut short (False): a SQLite write waits at most ``timeout`` for a lock."""
+        return False
 
     def close(self) -> None:
         if self._conn is not None:
@@ -251,14 +253,38 @@ def _sqlite_reason(path: Path, exc: Exception, *, reading: bool = False) -> str:
         return f"SQLite ledger {path} is corrupt ({text}); {_RECOVER}"
     if "locked" in text or "busy" in text:
         return f"SQLite ledger {path} is locked by another process ({text})"
-    if "readonly" in text or "read-only" in text or "Read-only" in text:
+    if "readonly" in text or "read-only" in text.lower() or (
+        "unable to open" in text and not reading and not _writable(path)
+    ):
         return f"SQLite ledger {path} is read-only for this process ({text})"
-    if "full" in text or "too large" in text:
-        return (
-            f"SQLite ledger {path} cannot grow: its disk is full or a file-size limit was "
-            f"reached ({text})"
-        )
+    if "full" in text or "I/O error" in text:
+        room = _no_room(path)
+        if room or "full" in text:
+            return f"SQLite ledger {path} cannot grow: {room or 'its disk is full'} ({text})"
     return f"SQLite ledger {path} cannot be {'read' if reading else 'written'} ({text})"
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the file (if it exists) and its folder (for the WAL)."""
+    folder_ok = os.access(path.parent, os.W_OK) if path.parent.is_dir() else True
+    return folder_ok and (not path.exists() or os.access(path, os.W_OK))
+
+
+def _no_room(path: Path) -> str:
+    """Why a write found no room, when it can be seen: a file-size limit or a full disk."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if soft != resource.RLIM_INFINITY:
+            return f"a file-size limit of {soft} bytes (ulimit -f) was reached"
+    except (ImportError, OSError, ValueError):
+        pass  # no such limit on this platform
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return ""
+    return f"its disk is full ({free} bytes free)" if free < 16 * 1024 * 1024 else ""
 
 
 def _migrate_sqlite(conn: sqlite3.Connection) -> int:

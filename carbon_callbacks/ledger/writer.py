@@ -51,7 +51,7 @@ class Store(Protocol):
 
     def check(self) -> None: ...
 
-    def abort(self) -> None: ...
+    def abort(self) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -90,6 +90,8 @@ class Writer:
         self._healthy = True
         self._retry_at = 0.0
         self._closing = False
+        self._aborted = False
+        self._started = 0.0
         # Runs whose row is in the store, or in the spool since its last drain: their spooled
         # records need no copy of it.
         self._stored_runs: set[str] = set()
@@ -206,7 +208,8 @@ class Writer:
             thread = self._thread
             self._cond.notify_all()
         if thread is not None and thread.is_alive():
-            self.store.abort()
+            with self._cond:
+                self._aborted = self.store.abort()
             thread.join(self.store.timeout + 1.0)
             if thread.is_alive():
                 logger.warning(
@@ -244,6 +247,7 @@ class Writer:
         """Drain the spools, then write the job's ops; True when they were stored (or set
         aside for good)."""
         with self._store_lock:
+            self._started = time.monotonic()
             try:
                 self._drain()
                 if job.ops:
@@ -323,6 +327,12 @@ class Writer:
 
     def _failed(self, reason: str, *, salvaged: int | None = None) -> None:
         with self._cond:
+            if self._aborted:
+                # close() cut this write short: say what it waited for, not how it ended.
+                reason = (
+                    f"ledger database {self.store.label} gave no answer in "
+                    f"{time.monotonic() - self._started:.1f} s, until the run ended"
+                )
             self._healthy = False
             self.last_error = reason
             self._retry_at = time.monotonic() + self.retry_interval
@@ -338,7 +348,7 @@ class Writer:
             )
             return
         _warned(
-            ("store", self.store.label, reason.split(" (")[0]),
+            ("store", self.store.label, reason),
             "%s; records are kept in %s and will be written when the ledger is back "
             "(or run `carbon-callbacks spool flush`)",
             reason,
