@@ -144,7 +144,7 @@ def identity(location: str) -> str:
     try:
         from sqlalchemy.engine import make_url
 
-        parsed = make_url(location)
+        parsed = make_url(sqlalchemy_url(location))
     except Exception:  # noqa: BLE001 - refused by check_url before any spool is named
         return redact(location)
     # Only the query keys that choose the server (a socket folder, a service name) stay.

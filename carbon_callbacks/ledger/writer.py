@@ -92,9 +92,8 @@ class Writer:
         self._closing = False
         self._aborted = False
         self._started = 0.0
-        # Runs whose row is in the store, or in the spool since its last drain: their spooled
-        # records need no copy of it.
-        self._stored_runs: set[str] = set()
+        # Runs whose row is in the spool since its last drain: their spooled records need no
+        # other copy of it.
         self._spooled_runs: set[str] = set()
 
     # ------------------------------------------------------------------ the caller's side
@@ -133,8 +132,9 @@ class Writer:
         run_id = str(op["row"].get("run_id"))
         with self._cond:
             ops = [op]
-            known = run_id in self._spooled_runs or run_id in self._stored_runs
-            if op["table"] != "runs" and run_op is not None and not known:
+            # Even when the store has the run's row: the spool may be flushed into another
+            # ledger (the store was lost, or moved), which must get the run too.
+            if op["table"] != "runs" and run_op is not None and run_id not in self._spooled_runs:
                 ops.insert(0, dict(run_op))
             self._spooled_runs.add(run_id)
         self._spool_ops(ops)
@@ -142,7 +142,6 @@ class Writer:
     def forget(self, run_id: str) -> None:
         """The run has ended: no later op of it needs its row."""
         with self._cond:
-            self._stored_runs.discard(run_id)
             self._spooled_runs.discard(run_id)
 
     def _spool_ops(self, ops: Sequence[Mapping[str, Any]]) -> None:
@@ -270,10 +269,6 @@ class Writer:
                 self._failed(f"ledger write failed ({type(exc).__name__}: {exc})")
                 return False
             self._recovered()
-            with self._cond:
-                self._stored_runs.update(
-                    str(op["row"].get("run_id")) for op in job.ops or () if op["table"] == "runs"
-                )
             return True
 
     def _drain(self) -> None:
@@ -319,10 +314,7 @@ class Writer:
         except Exception as exc:  # noqa: BLE001 - a salvage must never raise into a write
             logger.warning("salvaging %s stopped early (%s)", self.store.label, exc)
         with self._cond:
-            # The store's copy of every run row is gone with the file: later spooled records
-            # carry their run's row again.
-            self._stored_runs.clear()
-            self._spooled_runs.clear()
+            self._spooled_runs.clear()  # the salvage has every run row it could read: copy again
         return n
 
     def _failed(self, reason: str, *, salvaged: int | None = None) -> None:
