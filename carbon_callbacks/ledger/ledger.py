@@ -34,7 +34,7 @@ from carbon_callbacks.ledger.location import (
     sqlite_path,
 )
 from carbon_callbacks.ledger.reads import LedgerReads
-from carbon_callbacks.ledger.spool import Spool
+from carbon_callbacks.ledger.spool import Spool, Spools
 from carbon_callbacks.ledger.sqlite_store import SqliteStore
 from carbon_callbacks.ledger.writer import Writer
 from carbon_callbacks.records import EpochRecord, Window
@@ -123,7 +123,10 @@ class Ledger(LedgerReads):
         paths = [self.spool_path, fallback, data / f"spool-{digest(location)}.jsonl"]
         spools = [Spool(p) for p in dict.fromkeys(paths) if p in paths[:2] or p.exists()]
         self._writer = Writer(
-            self._store, spools, max_wait=max_wait, retry_interval=retry_interval
+            self._store,
+            Spools(spools, self._store.label),
+            max_wait=max_wait,
+            retry_interval=retry_interval,
         )
         self._positions: dict[str, int] = {}
         self._run_ops: dict[str, dict[str, Any]] = {}
@@ -274,7 +277,7 @@ class Ledger(LedgerReads):
 
     def spooled(self) -> int:
         """How many writes are waiting in the spool."""
-        return sum(spool.count() for spool in self._writer.spools)
+        return self._writer.spools.count()
 
     def import_runs(self, runs: Iterable[tuple[Mapping[str, Any], Sequence[EpochRecord]]]) -> int:
         """Write whole runs (metadata with ``run_id``, epochs, optional end) in one transaction.

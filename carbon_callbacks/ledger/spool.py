@@ -20,10 +20,12 @@ from typing import Any
 
 from filelock import FileLock
 
-from carbon_callbacks.ledger.errors import LedgerRejected
+from carbon_callbacks._warn import WarnOnce
+from carbon_callbacks.ledger.errors import LedgerError, LedgerRejected
 from carbon_callbacks.ledger.schema import is_op
 
 logger = logging.getLogger(__name__)
+_warned = WarnOnce(logger)
 
 LOCK_TIMEOUT = 10.0
 """Seconds to wait for the spool's lock; past it the write goes to the next spool instead.
@@ -193,6 +195,78 @@ class Spool:
             ", ".join(str(n) for n, _ in unreadable[:5]),
             self.unreadable_path,
         )
+
+
+class Spools:
+    """A ledger's spools, first choice first: a write goes to the first that takes it (the
+    next when a folder is read-only, gone or full), and every one is drained.
+
+    Args:
+        spools: the spools.
+        label: the ledger, for messages.
+    """
+
+    def __init__(self, spools: Sequence[Spool], label: str) -> None:
+        self.all = list(spools)
+        self.primary = self.all[0]
+        self.label = label
+
+    def extend(self, ops: Sequence[Mapping[str, Any]]) -> None:
+        """Keep ``ops`` in the first spool that can be written; never raises."""
+        errors = []
+        for spool in self.all:
+            try:
+                spool.extend(ops)
+            except OSError as exc:
+                errors.append(f"{spool.path}: {exc.strerror or exc}")
+                continue
+            if errors:
+                _warned(
+                    ("spool", str(self.primary.path)),
+                    "cannot write the ledger spool (%s); records are kept in %s instead",
+                    errors[0],
+                    spool.path,
+                )
+            return
+        # Nowhere left to keep it: say so, but never take training down.
+        _warned(("lost", self.label), "ledger record lost: %s", "; ".join(errors))
+
+    def pending(self) -> bool:
+        return any(spool.pending() for spool in self.all)
+
+    def count(self) -> int:
+        return sum(spool.count() for spool in self.all)
+
+    def drain(self, write: Callable[[Sequence[Mapping[str, Any]]], None], *, strict: bool) -> int:
+        """Drain every spool into ``write``; returns how many ops were written.
+
+        A spool that cannot be read raises ``LedgerError`` when ``strict`` (a flush the user
+        asked for); otherwise it is left for later with one warning, and the others drain.
+
+        Raises:
+            LedgerUnavailable: if the store cannot be written (the spools are kept).
+        """
+        n = 0
+        for spool in self.all:
+            if not spool.pending():
+                continue
+            try:
+                n += spool.drain(write)
+            except LedgerError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the spool file, not the store, failed
+                if strict:
+                    why = getattr(exc, "strerror", None) or exc
+                    raise LedgerError(f"cannot read the ledger spool {spool.path}: {why}") from exc
+                _warned(
+                    ("drain", str(spool.path)),
+                    "cannot read the ledger spool %s (%s: %s); its records stay there until "
+                    "`carbon-callbacks spool flush` can read it",
+                    spool.path,
+                    type(exc).__name__,
+                    exc,
+                )
+        return n
 
 
 def _parse(head: bytes) -> tuple[list[dict[str, Any]], list[tuple[int, bytes]]]:

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from carbon_callbacks._warn import WarnOnce
 from carbon_callbacks.ledger.errors import LedgerDamaged, LedgerError, LedgerRejected
-from carbon_callbacks.ledger.spool import Spool
+from carbon_callbacks.ledger.spool import Spools
 
 logger = logging.getLogger("carbon_callbacks.ledger")
 
@@ -70,16 +70,16 @@ class Writer:
 
     Args:
         store: the store.
-        spools: where ops go when the store cannot take them, first choice first.
+        spools: where ops go when the store cannot take them.
         max_wait: seconds a write waits for a healthy store's commit.
         retry_interval: seconds between background retries once the store has failed.
     """
 
     def __init__(
-        self, store: Store, spools: Sequence[Spool], *, max_wait: float, retry_interval: float
+        self, store: Store, spools: Spools, *, max_wait: float, retry_interval: float
     ) -> None:
         self.store = store
-        self.spools = list(spools)
+        self.spools = spools
         self.max_wait = max_wait
         self.retry_interval = retry_interval
         self.last_error = ""
@@ -137,31 +137,12 @@ class Writer:
             if op["table"] != "runs" and run_op is not None and run_id not in self._spooled_runs:
                 ops.insert(0, dict(run_op))
             self._spooled_runs.add(run_id)
-        self._spool_ops(ops)
+        self.spools.extend(ops)
 
     def forget(self, run_id: str) -> None:
         """The run has ended: no later op of it needs its row."""
         with self._cond:
             self._spooled_runs.discard(run_id)
-
-    def _spool_ops(self, ops: Sequence[Mapping[str, Any]]) -> None:
-        errors = []
-        for spool in self.spools:
-            try:
-                spool.extend(ops)
-            except OSError as exc:
-                errors.append(f"{spool.path}: {exc.strerror or exc}")
-                continue
-            if errors:
-                _warned(
-                    ("spool", str(self.spools[0].path)),
-                    "cannot write the ledger spool (%s); records are kept in %s instead",
-                    errors[0],
-                    spool.path,
-                )
-            return
-        # Nowhere left to keep it: say so, but never take training down.
-        _warned(("lost", self.store.label), "ledger record lost: %s", "; ".join(errors))
 
     def flush(self) -> int:
         """Write every spooled op to the store now, in the caller's thread.
@@ -171,16 +152,9 @@ class Writer:
             LedgerError: if a spool cannot be read.
         """
         with self._store_lock:
-            n = 0
             try:
                 self.store.check()
-                for spool in self.spools:
-                    try:
-                        n += spool.drain(self.store.apply)
-                    except OSError as exc:
-                        raise LedgerError(
-                            f"cannot read the ledger spool {spool.path}: {exc.strerror or exc}"
-                        ) from exc
+                n = self.spools.drain(self.store.apply, strict=True)
             except LedgerDamaged:
                 self._salvage()
                 raise
@@ -255,7 +229,7 @@ class Writer:
                 # The store is up but will never take this row: set it aside, not retry.
                 assert job.ops is not None
                 try:
-                    self.spools[0]._set_aside([(op, str(exc)) for op in job.ops])
+                    self.spools.primary._set_aside([(op, str(exc)) for op in job.ops])
                 except OSError:
                     return False
                 return True
@@ -272,33 +246,14 @@ class Writer:
             return True
 
     def _drain(self) -> None:
-        """Write the spooled ops to the store; a spool that cannot be read is left for later.
+        """Write the spooled ops to the store (a file that fails its check is refused first).
 
         Raises:
             LedgerUnavailable: if the store cannot be written (the spools are kept).
         """
-        checked = False
-        for spool in self.spools:
-            if not spool.pending():
-                continue
-            if not checked:
-                self.store.check()
-                checked = True
-            try:
-                spool.drain(self.store.apply)
-            except LedgerError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                # The spool file, not the store, is the problem (unreadable, a folder, a full
-                # disk on truncate): new records still go to the store.
-                _warned(
-                    ("drain", str(spool.path)),
-                    "cannot read the ledger spool %s (%s: %s); its records stay there until "
-                    "`carbon-callbacks spool flush` can read it",
-                    spool.path,
-                    type(exc).__name__,
-                    exc,
-                )
+        if self.spools.pending():
+            self.store.check()
+            self.spools.drain(self.store.apply, strict=False)
 
     def _salvage(self) -> int:
         """Copy what the damaged store's connection can still read to the spool; returns how
@@ -309,7 +264,7 @@ class Writer:
         n = 0
         try:
             for batch in salvage(self.store.timeout):
-                self._spool_ops(batch)
+                self.spools.extend(batch)
                 n += len(batch)
         except Exception as exc:  # noqa: BLE001 - a salvage must never raise into a write
             logger.warning("salvaging %s stopped early (%s)", self.store.label, exc)
@@ -328,7 +283,7 @@ class Writer:
             self._healthy = False
             self.last_error = reason
             self._retry_at = time.monotonic() + self.retry_interval
-        spool = self.spools[0].path
+        spool = self.spools.primary.path
         if salvaged is not None:
             _warned(
                 ("damaged", self.store.label),

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from carbon_callbacks.ledger import Ledger, LedgerDamaged
+from carbon_callbacks.ledger.spool import Spool
 from carbon_callbacks.ledger.sqlite_store import SqliteStore
 from tests.helpers.ledger_records import make_record
 
@@ -142,7 +143,7 @@ def test_spooled_records_are_only_flushed_into_a_file_that_passes_quick_check(
     spool = tmp_path / "s.jsonl"
     keeper = Ledger.open(tmp_path / "elsewhere.sqlite", spool=spool)
     op = keeper._run_op({"project": "precious"})
-    keeper._writer.spools[0].append(op)
+    Spool(spool).append(op)
     target = Ledger.open(path, spool=spool)
     with pytest.raises(LedgerDamaged, match="quick_check"):
         target.flush_spool()

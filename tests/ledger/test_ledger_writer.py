@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -20,8 +19,10 @@ from tests.helpers.wait import wait_until
 SLACK = 1.0  # seconds, for a machine shared with other jobs
 
 
-def _ledger_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "carbon-callbacks-ledger"]
+def _worker_alive(ledger: Ledger) -> bool:
+    """Whether this ledger's worker thread is running (other tests' ledgers have their own)."""
+    thread = ledger._writer._thread
+    return thread is not None and thread.is_alive()
 
 
 def _timed(fn, *args) -> float:
@@ -52,7 +53,7 @@ def test_a_locked_store_costs_one_bounded_wait_then_appends(tmp_path: Path, capl
     assert [r.epoch for r in ledger.epochs(run_id)] == list(range(21))
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
     ledger.close()
-    assert _ledger_threads() == []
+    assert not _worker_alive(ledger)
 
 
 def test_spooled_epochs_carry_their_run_so_another_ledger_can_take_them(tmp_path: Path) -> None:
@@ -98,12 +99,14 @@ def test_the_worker_thread_ends_when_idle_and_at_close(tmp_path: Path, monkeypat
     monkeypatch.setattr(writer_module, "IDLE_EXIT", 0.2)
     ledger = Ledger.open(tmp_path / "l.sqlite")
     run_id = ledger.start_run({})
-    assert len(_ledger_threads()) == 1
-    assert wait_until(lambda: not _ledger_threads(), timeout=5)
+    first = ledger._writer._thread
+    assert first is not None and first.name == "carbon-callbacks-ledger"
+    assert wait_until(lambda: not first.is_alive(), timeout=5)
     ledger.add_epoch(run_id, make_record(0))  # a new one on demand
     assert [r.epoch for r in ledger.epochs(run_id)] == [0]
+    assert _worker_alive(ledger)
     ledger.close()
-    assert _ledger_threads() == []
+    assert not _worker_alive(ledger)
 
 
 @pytest.mark.parametrize("value", [0, -1.0])
