@@ -4,10 +4,10 @@ SQLite reads and writes through its page cache and the WAL: truncate, overwrite,
 delete the database file under an open connection and its commits still succeed, into a file
 that no longer holds them. So after every commit the writer looks at the file itself (its
 identity, size and header, from one descriptor held open, so no lock of SQLite's is dropped) and
-reads the row it just wrote back through a fresh connection; the first commit that cannot be
-proven on disk raises ``LedgerDamaged``. The writer then ``salvage()``s what its own connection
-can still read (its cache and the WAL hold every page it wrote since the last checkpoint) into
-the spool: its own runs first, then every other row it can read.
+reads the row it just wrote back through a read-only connection of its own; the first commit
+that cannot be proven on disk raises ``LedgerDamaged``. The writer then ``salvage()``s what its
+own connection can still read (its cache and the WAL hold every page it wrote since the last
+checkpoint) into the spool: its own runs first, then every other row it can read.
 
 A fresh connection to a database file of 0 bytes deletes the WAL beside it (SQLite's rule for
 an empty database), which would destroy the only copy of those pages: the file is checked
@@ -104,19 +104,21 @@ def _page_size(header: bytes) -> int:
     return 65536 if size == 1 else size
 
 
-def read_back(path: Path, ops: Sequence[Mapping[str, Any]], timeout: float) -> str:
-    """Read the last row of each table in ``ops`` back through a fresh read-only connection.
+def reader(path: Path, timeout: float) -> sqlite3.Connection:
+    """A read-only connection of its own to the file, to read rows back through."""
+    return sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout, check_same_thread=False
+    )
+
+
+def read_back(conn: sqlite3.Connection, ops: Sequence[Mapping[str, Any]]) -> str:
+    """Read the last row of each table in ``ops`` back through ``conn`` (see ``reader``): its
+    own page cache, refreshed from the file and the WAL whenever they changed.
 
     Returns:
         Why they could not be read, or "" when they all were.
     """
     last = {op["table"]: op["row"] for op in ops if op["table"] in _PRIMARY_KEYS}
-    try:
-        conn = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout, check_same_thread=False
-        )
-    except sqlite3.Error as exc:
-        return f"cannot be opened again ({exc})"
     try:
         for table, row in last.items():
             key = _PRIMARY_KEYS[table]
@@ -125,8 +127,6 @@ def read_back(path: Path, ops: Sequence[Mapping[str, Any]], timeout: float) -> s
                 return f"does not hold the {table} row just written"
     except sqlite3.Error as exc:
         return f"cannot be read back ({exc})"
-    finally:
-        conn.close()
     return ""
 
 

@@ -23,7 +23,7 @@ from carbon_callbacks.ledger.errors import (
     LedgerRejected,
     LedgerUnavailable,
 )
-from carbon_callbacks.ledger.sqlite_file import FileWatch, mark_file, read_back, salvage
+from carbon_callbacks.ledger.sqlite_file import FileWatch, mark_file, read_back, reader, salvage
 
 
 class SqliteStore:
@@ -40,6 +40,7 @@ class SqliteStore:
         self.timeout = timeout
         self._conn: sqlite3.Connection | None = None
         self._watch: FileWatch | None = None
+        self._verifier: sqlite3.Connection | None = None
         self._checked = False
         self._damaged: tuple[int, int] | None = None
         self._damage = ""
@@ -132,10 +133,22 @@ class SqliteStore:
             raise LedgerUnavailable(_sqlite_reason(self.path, exc)) from exc
         for op in ops:
             self._runs[str(op["row"].get("run_id"))] = None
-        assert self._watch is not None
-        problem = self._watch.problem() or read_back(self.path, ops, self.timeout)
+        problem = self._proof(ops)
         if problem:
             raise self._damaged_error(problem)
+
+    def _proof(self, ops: Sequence[Mapping[str, Any]]) -> str:
+        """Why the rows just committed are not proven in the file ("" when they are)."""
+        assert self._watch is not None
+        problem = self._watch.problem()
+        if problem:
+            return problem  # before any connection reads a file that may be empty
+        if self._verifier is None:
+            try:
+                self._verifier = reader(self.path, self.timeout)
+            except sqlite3.Error as exc:
+                return f"cannot be opened again ({exc})"
+        return read_back(self._verifier, ops)
 
     def salvage(self, seconds: float) -> Iterator[list[dict[str, Any]]]:
         """What the open connection can still read, as ops in batches (see ``sqlite_file``);
@@ -223,10 +236,11 @@ class SqliteStore:
         return False
 
     def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.close()
-            self._conn = None
+        for conn in (self._verifier, self._conn):
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+        self._conn = self._verifier = None
         if self._watch is not None:
             self._watch.close()
             self._watch = None
