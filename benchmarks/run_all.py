@@ -27,7 +27,7 @@ from figures import HERE, PYTHON, REPO, log  # noqa: E402
 
 # Cheap and quiet ones first, the accuracy run (many concurrent processes) last of ours.
 ORDER = ("core", "intensity", "startup", "overhead", "fallback", "accuracy", "stopping", "pruning",
-         "serve")
+         "serve", "ledger")
 TIMEOUT_S = 420
 
 
