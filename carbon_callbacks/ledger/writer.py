@@ -171,29 +171,35 @@ class Writer:
                 raise
 
     def close(self) -> bool:
-        """Stop the worker (cutting a database write short); True when it has ended.
+        """Stop the worker (cutting a database write short) and close the store; True when
+        both happened. Writes after this start a new worker and connection.
 
-        Waits at most ``store.timeout + 1`` seconds. A worker still busy after that (a
-        connection attempt to a server that never answers) closes the store when it ends.
+        Waits at most ``store.timeout + 1`` seconds. A worker still busy after that (which
+        its own timeouts make rare) finishes its write on its own and the store stays open.
         """
         with self._cond:
             self._closing = True
             thread = self._thread
             self._cond.notify_all()
+        ended = True
         if thread is not None and thread.is_alive():
             with self._cond:
                 self._aborted = self.store.abort()
             thread.join(self.store.timeout + 1.0)
-            if thread.is_alive():
-                logger.warning(
-                    "a ledger write to %s is still in progress after %.0f s; it ends by itself",
-                    self.store.label,
-                    self.store.timeout + 1.0,
-                )
-                return False
-        with self._store_lock:
-            self.store.close()
-        return True
+            ended = not thread.is_alive()
+        if ended:
+            with self._store_lock:
+                self.store.close()
+        else:
+            logger.warning(
+                "a ledger write to %s was still in progress after %.0f s; it ends by itself",
+                self.store.label,
+                self.store.timeout + 1.0,
+            )
+        with self._cond:
+            self._closing = False
+            self._aborted = False
+        return ended
 
     # ------------------------------------------------------------------ the worker's side
 

@@ -113,3 +113,12 @@ def test_the_worker_thread_ends_when_idle_and_at_close(tmp_path: Path, monkeypat
 def test_max_wait_must_be_positive(tmp_path: Path, value: float) -> None:
     with pytest.raises(ValueError, match="max_wait"):
         Ledger.open(tmp_path / "l.sqlite", max_wait=value)
+
+
+def test_a_closed_ledger_is_written_again_by_a_new_worker(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "l.sqlite")
+    run_id = ledger.start_run({})
+    ledger.close()
+    ledger.add_epoch(run_id, make_record(0))  # as before close(): into the store, not the spool
+    assert ledger.spooled() == 0 and [r.epoch for r in ledger.epochs(run_id)] == [0]
+    ledger.close()

@@ -44,6 +44,7 @@ def test_postgres_ledger_round_trip(postgres_url: str) -> None:
 
     again = Ledger.open(postgres_url)  # a fresh connection sees what was committed
     assert again.epochs(run_id) == records
+    assert list(again.iter_epochs(run_id)) == records  # from a server-side cursor
     run = again.run(run_id)
     assert (run.project, run.team) == ("team-pg", "nlp")
     assert run.hyperparameters == {"lr": 3e-4}
