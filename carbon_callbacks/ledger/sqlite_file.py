@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -43,6 +44,37 @@ def mark_file(conn: sqlite3.Connection) -> int:
     return mark
 
 
+# Closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+# included (https://www.sqlite.org/howtocorrupt.html, 2.2): the writers of one process share
+# one descriptor per file, closed only when the last of them closes.
+_descriptors: dict[tuple[int, int], list[int]] = {}  # (dev, inode) -> [fd, users]
+_descriptors_lock = threading.Lock()
+
+
+def _share_descriptor(path: Path) -> tuple[int, tuple[int, int]]:
+    st = os.stat(path)
+    with _descriptors_lock:
+        entry = _descriptors.get((st.st_dev, st.st_ino))
+        if entry is None:
+            fd = os.open(path, os.O_RDONLY)
+            fst = os.fstat(fd)
+            entry = _descriptors.setdefault((fst.st_dev, fst.st_ino), [fd, 0])
+            st = fst
+        entry[1] += 1
+        return entry[0], (st.st_dev, st.st_ino)
+
+
+def _release_descriptor(identity: tuple[int, int]) -> None:
+    with _descriptors_lock:
+        entry = _descriptors.get(identity)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _descriptors[identity]
+            os.close(entry[0])
+
+
 class FileWatch:
     """The database file as the writer opened it: its inode, page size and mark.
 
@@ -53,10 +85,8 @@ class FileWatch:
 
     def __init__(self, path: Path, mark: int) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDONLY)
-        st = os.fstat(self._fd)
-        self.identity = (st.st_dev, st.st_ino)
-        header = os.pread(self._fd, 100, 0)
+        self._fd, self.identity = _share_descriptor(path)
+        header = _header(self._fd)
         self._page_size = _page_size(header) if header.startswith(_MAGIC) else 0
         # WAL mode writes page 1 back to the file only at a checkpoint: until then the file
         # may still carry the mark it had when it was opened.
@@ -76,7 +106,7 @@ class FileWatch:
         fst = os.fstat(self._fd)
         if (st.st_dev, st.st_ino) != (fst.st_dev, fst.st_ino):
             return "was replaced by another file"
-        header = os.pread(self._fd, 100, 0)
+        header = _header(self._fd)
         if fst.st_size < 100 or len(header) < 100:
             return f"was truncated (now {fst.st_size} bytes)"
         if not header.startswith(_MAGIC):
@@ -92,11 +122,19 @@ class FileWatch:
         return ""
 
     def close(self) -> None:
-        """Close the descriptor (after the writer's connection: closing a descriptor of the
-        file drops every POSIX lock this process holds on it)."""
+        """Let go of the shared descriptor (closed with the last watch of this file)."""
         if self._fd >= 0:
-            os.close(self._fd)
+            _release_descriptor(self.identity)
             self._fd = -1
+
+
+def _header(fd: int) -> bytes:
+    """The first 100 bytes of the file (the SQLite header)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, 100, 0)
+    with _descriptors_lock:  # Windows: no pread; the descriptor's offset is shared
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 100)
 
 
 def _page_size(header: bytes) -> int:

@@ -185,3 +185,22 @@ def test_the_store_refuses_to_reopen_the_damaged_inode_only(tmp_path: Path) -> N
     path.rename(tmp_path / "aside")
     store.apply([op])  # a fresh file where it was
     store.close()
+
+
+def test_writers_of_one_file_share_one_descriptor_closed_by_the_last(tmp_path: Path) -> None:
+    # Closing a descriptor drops every POSIX lock the process holds on the file, SQLite's too:
+    # one writer closing must not close a descriptor while another still writes the file.
+    from carbon_callbacks.ledger import sqlite_file
+
+    path = tmp_path / "ledger.sqlite"
+    a, b = Ledger.open(path), Ledger.open(path)
+    a.start_run({})
+    b.start_run({})
+    identity = (path.stat().st_dev, path.stat().st_ino)
+    fd, users = sqlite_file._descriptors[identity]
+    assert users == 2
+    a.close()
+    assert sqlite_file._descriptors[identity] == [fd, 1]
+    os.fstat(fd)  # still open
+    b.close()
+    assert identity not in sqlite_file._descriptors
