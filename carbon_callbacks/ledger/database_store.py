@@ -37,6 +37,7 @@ class SqlAlchemyStore:
         self.timeout = timeout
         self.read_only = read_only
         self.label = redact(url)
+        self.local = False
         self._engine: Any = None
         self._migrated = False
         self._setup = threading.Lock()
@@ -160,7 +161,9 @@ class SqlAlchemyStore:
     def check(self) -> None:
         """Nothing to check before spooled records are written: the server keeps its files."""
 
-    def apply(self, ops: Sequence[Mapping[str, Any]]) -> None:
+    def apply(self, ops: Sequence[Mapping[str, Any]], *, wait: float | None = None) -> None:
+        """Write ``ops`` in one transaction (``wait`` is for local stores: the lock and
+        statement timeouts bound a database write)."""
         from sqlalchemy import text
 
         self._connect()

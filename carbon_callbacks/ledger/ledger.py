@@ -64,11 +64,14 @@ class Ledger(LedgerReads):
         spool: the JSONL spool file; default ``<ledger file>.spool.jsonl`` for SQLite, a file
             in the per-user data folder for a database URL, named from the database's host,
             port and name (not its user or password, so fixing those finds the spool).
-        timeout: seconds a write may take in the store: the wait for a locked SQLite file, and
-            a database's connection, lock and statement timeouts.
+        timeout: seconds a write may take in the store off the caller's thread: a background
+            retry's wait for a locked SQLite file, and a database's connection, lock and
+            statement timeouts.
         retry_interval: after a failure, seconds before the store is tried again.
-        max_wait: seconds a write waits for a healthy store's commit; past it the record is
-            spooled too (the commit still lands, and the duplicate is ignored).
+        max_wait: seconds a write waits for a healthy store: for a locked SQLite file (then
+            the record is spooled and the file retried in the background), or for a
+            database's commit (past it the record is spooled too; the commit still lands and
+            the duplicate is ignored).
         read_only: only read: writes raise ``LedgerError`` instead of spooling, no schema is
             created or migrated, and on PostgreSQL every transaction is ``READ ONLY``, so the
             server refuses a write whatever the role may do (SQLite is always read through

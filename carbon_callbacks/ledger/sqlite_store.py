@@ -45,7 +45,9 @@ class SqliteStore:
         self._damaged: tuple[int, int] | None = None
         self._damage = ""
         self._runs: dict[str, None] = {}
+        self._busy_ms = int(timeout * 1000)
         self.label = str(path)
+        self.local = True
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None:
@@ -71,6 +73,7 @@ class SqliteStore:
             conn.close()
             raise LedgerUnavailable(_sqlite_reason(self.path, exc)) from exc
         self._conn = conn
+        self._busy_ms = int(self.timeout * 1000)
         self._checked = False
         return conn
 
@@ -104,15 +107,19 @@ class SqliteStore:
                 raise LedgerUnavailable(_sqlite_reason(self.path, exc)) from exc
             result = str(exc)
         if result != "ok":
-            self._damaged = self._watch.identity if self._watch else None
-            self.close()
-            problem = f"fails SQLite's quick_check ({result})"
-            raise self._damaged_error(problem)
+            # Not closed: ``salvage`` reads what this connection still can, then closes it.
+            raise self._damaged_error(f"fails SQLite's quick_check ({result})")
         self._checked = True
 
-    def apply(self, ops: Sequence[Mapping[str, Any]]) -> None:
+    def apply(self, ops: Sequence[Mapping[str, Any]], *, wait: float | None = None) -> None:
+        """Write ``ops`` in one transaction; ``wait``: seconds to wait for a lock (default
+        ``timeout``)."""
         conn = self._connect()
+        busy_ms = max(1, int((self.timeout if wait is None else wait) * 1000))
         try:
+            if busy_ms != self._busy_ms:
+                conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                self._busy_ms = busy_ms
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for op in ops:
@@ -152,13 +159,17 @@ class SqliteStore:
 
     def salvage(self, seconds: float) -> Iterator[list[dict[str, Any]]]:
         """What the open connection can still read, as ops in batches (see ``sqlite_file``);
-        then the connection is closed and the file is not written again by this store."""
-        if self._conn is None:
-            return
+        then the connection is closed and the file is not written again by this store.
+
+        Only a connection that wrote rows salvages: its cache and the WAL may hold the only
+        copy of them. Rows it never wrote are where they were, in the file moved aside.
+        """
         try:
-            yield from salvage(self._conn, list(reversed(self._runs)), seconds)
+            if self._conn is not None and self._runs:
+                yield from salvage(self._conn, list(reversed(self._runs)), seconds)
         finally:
-            self._damaged = self._watch.identity if self._watch else None
+            if self._watch is not None:
+                self._damaged = self._watch.identity
             self.close()
 
     def query(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:

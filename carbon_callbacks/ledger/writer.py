@@ -1,22 +1,25 @@
-"""The write path: every op to the store from a worker thread, to the spool when it cannot go.
+"""The write path: each op to the store, or to the spool when the store cannot take it.
 
 What a write can cost the thread that makes it (the training loop):
 
 - While the store is healthy, a write waits for its commit, at most ``max_wait`` seconds. A
-  commit that takes longer goes on in the worker, and the op is spooled as well (if the commit
-  then lands, the spooled copy is a duplicate the store ignores: every insert is
-  ``ON CONFLICT DO NOTHING``).
+  SQLite file is written in the caller's thread, its wait for a lock cut to ``max_wait``; a
+  database is written by a worker thread, so that the caller can stop waiting after
+  ``max_wait`` whatever the network does. A commit that outlasts the wait goes on in the
+  worker and the op is spooled as well (if the commit then lands, the spooled copy is a
+  duplicate the store ignores: every insert is ``ON CONFLICT DO NOTHING``).
 - Once a write has failed, writes go straight to the spool (a local append and fsync) and the
-  store is retried in the background, at most every ``retry_interval`` seconds, by draining the
-  spool: a dead, locked or black-holed store never holds the training loop again.
+  store is retried by the worker, in the background, at most every ``retry_interval`` seconds,
+  by draining the spool: a dead, locked or black-holed store never holds the training loop
+  again. A spool left from before is drained in the background too.
 - ``close()`` waits at most ``timeout + 1`` seconds for a write or retry in progress (it first
   cuts a database transaction short by shutting its socket down; a connection attempt ends by
   its own ``connect_timeout``).
 
 So when a write returns, its op is committed or in the spool on disk. Each spooled op of a run
 started by this ledger is preceded by that run's row (once per spool), so the spool alone
-recreates the run. When the SQLite file turns out damaged under the writer, what its connection
-can still read is salvaged to the spool before anything else happens to the file.
+recreates the run. When the SQLite file turns out damaged under the writer, the worker salvages
+what the writer's connection can still read to the spool before anything else touches it.
 
 The worker thread is started on demand and ends after ``IDLE_EXIT`` seconds without work.
 """
@@ -46,8 +49,10 @@ class Store(Protocol):
 
     label: str
     timeout: float
+    local: bool
+    """A file on this machine (written in the caller's thread), not a server."""
 
-    def apply(self, ops: Sequence[Mapping[str, Any]]) -> None: ...
+    def apply(self, ops: Sequence[Mapping[str, Any]], *, wait: float | None = None) -> None: ...
 
     def check(self) -> None: ...
 
@@ -57,16 +62,18 @@ class Store(Protocol):
 
 
 class _Job:
-    """One hand-off to the worker: ops to write (None: only drain the spool)."""
+    """Work for the worker: ops to write after draining the spool (None: only drain), or the
+    damage to salvage after."""
 
-    def __init__(self, ops: list[dict[str, Any]] | None) -> None:
+    def __init__(self, ops: list[dict[str, Any]] | None = None, *, damage: str = "") -> None:
         self.ops = ops
+        self.damage = damage
         self.done = threading.Event()
         self.stored = False
 
 
 class Writer:
-    """Writes ops to a store through a worker thread, spooling what it cannot take.
+    """Writes ops to a store, spooling what it cannot take (see the module's bounds).
 
     Args:
         store: the store.
@@ -92,6 +99,7 @@ class Writer:
         self._closing = False
         self._aborted = False
         self._started = 0.0
+        self._damage = ""  # found in the caller's thread: the worker salvages before all else
         # Runs whose row is in the spool since its last drain: their spooled records need no
         # other copy of it.
         self._spooled_runs: set[str] = set()
@@ -106,27 +114,52 @@ class Writer:
             run_op: the ``runs`` row of ``op``'s run, spooled before it (once per spool) so
                 that the spool alone recreates the run.
         """
-        job = None
-        with self._cond:
-            if self._healthy and self._job is None and not self._closing:
-                job = self._submit([op])
-        if job is not None and job.done.wait(self.max_wait) and job.stored:
-            return
+        if self.store.local:
+            if self._write_here(op):
+                return
+        else:
+            with self._cond:
+                job = self._submit(_Job([op])) if self._healthy else None
+            if job is not None and job.done.wait(self.max_wait) and job.stored:
+                return
         self._spool(op, run_op)
-        with self._cond:
-            due = time.monotonic() >= self._retry_at
-            if not self._healthy and due and self._job is None and not self._closing:
-                self._submit(None)
+        if not self._healthy and time.monotonic() >= self._retry_at:
+            with self._cond:
+                self._submit(_Job())
 
-    def _submit(self, ops: list[dict[str, Any]] | None) -> _Job:
-        self._job = job = _Job(ops)
+    def _write_here(self, op: dict[str, Any]) -> bool:
+        """Write ``op`` in this thread; True when stored (or set aside for good)."""
+        if not self._healthy or self._closing:
+            return False
+        if not self._store_lock.acquire(blocking=False):
+            return False  # the worker is at the store: spool rather than wait behind it
+        try:
+            stored = self._attempt(
+                lambda: self.store.apply([op], wait=self.max_wait), [op], here=True
+            )
+        finally:
+            self._store_lock.release()
+        if stored and self.spools.pending():
+            with self._cond:
+                self._submit(_Job())  # a spool from before: drained off this thread
+        return stored
+
+    def _submit(self, job: _Job) -> _Job | None:
+        """Hand ``job`` to the worker (held by ``_cond``); None when it is busy or closing."""
+        if self._job is not None or self._closing:
+            return None
+        self._job = job
+        self._wake()
+        return job
+
+    def _wake(self) -> None:
+        """Start the worker if it is not running, and tell it there is work (held by ``_cond``)."""
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
                 target=self._work, name="carbon-callbacks-ledger", daemon=True
             )
             self._thread.start()
         self._cond.notify_all()
-        return job
 
     def _spool(self, op: dict[str, Any], run_op: Mapping[str, Any] | None) -> None:
         run_id = str(op["row"].get("run_id"))
@@ -158,7 +191,7 @@ class Writer:
             except LedgerDamaged:
                 self._salvage()
                 raise
-            self._recovered()
+            self._recovered(drained=True)
             return n
 
     def apply_now(self, ops: Sequence[Mapping[str, Any]]) -> None:
@@ -206,60 +239,75 @@ class Writer:
     def _work(self) -> None:
         while True:
             with self._cond:
-                while self._job is None and not self._closing:
-                    if not self._cond.wait(IDLE_EXIT) and self._job is None:
+                while self._job is None and not self._damage and not self._closing:
+                    if not self._cond.wait(IDLE_EXIT) and self._job is None and not self._damage:
                         self._thread = None
                         return
-                job = self._job
-                if job is None:  # closing with nothing to do
+                if self._damage:  # the damaged file's connection is salvaged before all else
+                    job, self._damage = _Job(damage=self._damage), ""
+                elif self._job is not None:
+                    job = self._job
+                else:  # closing with nothing to do
                     self._thread = None
                     return
             try:
-                job.stored = self._do(job)
+                with self._store_lock:
+                    self._started = time.monotonic()
+                    job.stored = self._do(job)
             finally:
                 job.done.set()
                 with self._cond:
-                    self._job = None
+                    if self._job is job:
+                        self._job = None
                     self._cond.notify_all()
 
     def _do(self, job: _Job) -> bool:
-        """Drain the spools, then write the job's ops; True when they were stored (or set
-        aside for good)."""
-        with self._store_lock:
-            self._started = time.monotonic()
+        if job.damage:
+            self._failed(job.damage, salvaged=self._salvage())
+            return False
+
+        def drain_then_write() -> None:
+            if self.spools.pending():
+                self.store.check()  # a file that fails its check is refused first
+                self.spools.drain(self.store.apply, strict=False)
+                self._recovered(drained=True)
+            if job.ops:
+                self.store.apply(job.ops)
+
+        return self._attempt(drain_then_write, job.ops, here=False)
+
+    def _attempt(
+        self, write: Callable[[], None], ops: Sequence[Mapping[str, Any]] | None, *, here: bool
+    ) -> bool:
+        """Run ``write`` against the store (its lock held); True when ``ops`` were stored or
+        set aside for good. In the caller's thread (``here``) a damaged file is not salvaged
+        but handed to the worker."""
+        try:
+            write()
+        except LedgerRejected as exc:
+            # The store is up but will never take this row: set it aside, not retry.
             try:
-                self._drain()
-                if job.ops:
-                    self.store.apply(job.ops)
-            except LedgerRejected as exc:
-                # The store is up but will never take this row: set it aside, not retry.
-                assert job.ops is not None
-                try:
-                    self.spools.primary._set_aside([(op, str(exc)) for op in job.ops])
-                except OSError:
-                    return False
-                return True
-            except LedgerDamaged as exc:
+                self.spools.primary._set_aside([(op, str(exc)) for op in ops or ()])
+            except OSError:
+                return False
+            return bool(ops)
+        except LedgerDamaged as exc:
+            if here:
+                self._mark_failed(str(exc))
+                with self._cond:
+                    self._damage = str(exc)
+                    self._wake()
+            else:
                 self._failed(str(exc), salvaged=self._salvage())
-                return False
-            except LedgerError as exc:
-                self._failed(str(exc))
-                return False
-            except Exception as exc:  # noqa: BLE001 - anything unforeseen: spool, never raise
-                self._failed(f"ledger write failed ({type(exc).__name__}: {exc})")
-                return False
-            self._recovered()
-            return True
-
-    def _drain(self) -> None:
-        """Write the spooled ops to the store (a file that fails its check is refused first).
-
-        Raises:
-            LedgerUnavailable: if the store cannot be written (the spools are kept).
-        """
-        if self.spools.pending():
-            self.store.check()
-            self.spools.drain(self.store.apply, strict=False)
+            return False
+        except LedgerError as exc:
+            self._failed(str(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - anything unforeseen: spool, never raise
+            self._failed(f"ledger write failed ({type(exc).__name__}: {exc})")
+            return False
+        self._recovered(drained=False)
+        return True
 
     def _salvage(self) -> int:
         """Copy what the damaged store's connection can still read to the spool; returns how
@@ -278,7 +326,7 @@ class Writer:
             self._spooled_runs.clear()  # the salvage has every run row it could read: copy again
         return n
 
-    def _failed(self, reason: str, *, salvaged: int | None = None) -> None:
+    def _mark_failed(self, reason: str) -> str:
         with self._cond:
             if self._aborted:
                 # close() cut this write short: say what it waited for, not how it ended.
@@ -289,6 +337,10 @@ class Writer:
             self._healthy = False
             self.last_error = reason
             self._retry_at = time.monotonic() + self.retry_interval
+        return reason
+
+    def _failed(self, reason: str, *, salvaged: int | None = None) -> None:
+        reason = self._mark_failed(reason)
         spool = self.spools.primary.path
         if salvaged is not None:
             _warned(
@@ -308,9 +360,10 @@ class Writer:
             spool,
         )
 
-    def _recovered(self) -> None:
+    def _recovered(self, *, drained: bool) -> None:
         with self._cond:
             self._healthy = True
             self.last_error = ""
             self._retry_at = 0.0
-            self._spooled_runs.clear()
+            if drained:
+                self._spooled_runs.clear()

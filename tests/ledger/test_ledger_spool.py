@@ -11,6 +11,7 @@ from pathlib import Path
 from carbon_callbacks.ledger import Ledger
 from carbon_callbacks.ledger.spool import Spool
 from tests.helpers.ledger_records import make_record
+from tests.helpers.wait import wait_until
 
 
 def _warnings(caplog) -> list[str]:
@@ -28,9 +29,9 @@ def test_append_after_a_cut_line_keeps_the_new_record(tmp_path: Path) -> None:
     Spool(ledger.spool_path).append(op)  # what a process whose store is down does
     lines = ledger.spool_path.read_bytes().splitlines()
     assert lines == [cut, json.dumps(op).encode()]
-    ledger.add_epoch(run_id, make_record(2))  # the store is up: the spool is drained first
+    ledger.add_epoch(run_id, make_record(2))  # the store is up: the spool is drained off-thread
+    assert wait_until(lambda: ledger.spooled() == 0)
     assert [e.epoch for e in ledger.epochs(run_id)] == [1, 2]
-    assert ledger.spooled() == 0
     assert ledger.spool_path.with_suffix(".unreadable").read_bytes() == cut + b"\n"
     ledger.close()
 
@@ -49,9 +50,9 @@ def test_spool_lines_that_are_not_writes_are_set_aside_with_one_warning(
     )
     ledger.spool_path.write_bytes(not_ours + good.encode() + b"\n")
     with caplog.at_level(logging.WARNING, logger="carbon_callbacks.ledger"):
-        ledger.add_epoch(run_id, make_record(1))  # drains first; must not raise
+        ledger.add_epoch(run_id, make_record(1))  # must not raise; the spool drains off-thread
+        assert wait_until(lambda: ledger.spooled() == 0)
     assert [e.epoch for e in ledger.epochs(run_id)] == [0, 1]
-    assert ledger.spooled() == 0
     messages = _warnings(caplog)
     assert len(messages) == 1 and "4 unreadable line" in messages[0]
     # Nothing is deleted: the lines are kept, byte for byte, where the warning says.
@@ -83,6 +84,7 @@ def test_disk_error_while_draining_still_stores_the_record(
     monkeypatch.setattr(os, "fsync", failing_fsync)
     with caplog.at_level(logging.WARNING, logger="carbon_callbacks.ledger"):
         ledger.add_epoch(run_id, make_record(1))
+        assert wait_until(lambda: bool(_warnings(caplog)))  # the drain, off-thread, failed
         ledger.add_epoch(run_id, make_record(2))
     monkeypatch.undo()
     assert [e.epoch for e in ledger.epochs(run_id)] == [0, 1, 2]
@@ -98,8 +100,8 @@ def test_a_run_spooled_by_schema_v1_code_is_written(tmp_path: Path) -> None:
     ledger.spool_path.write_text(json.dumps(op) + "\n")
     for i in range(3):
         ledger.start_run({"project": f"new{i}"})
-    assert [r.project for r in ledger.runs()] == ["p", "old", "new0", "new1", "new2"]
-    assert ledger.spooled() == 0
+    assert wait_until(lambda: ledger.spooled() == 0)
+    assert sorted(r.project for r in ledger.runs()) == ["new0", "new1", "new2", "old", "p"]
 
 
 def test_a_row_the_store_refuses_is_set_aside_and_the_rest_written(tmp_path: Path, caplog) -> None:
@@ -111,9 +113,9 @@ def test_a_row_the_store_refuses_is_set_aside_and_the_rest_written(tmp_path: Pat
     ledger.spool_path.write_text(json.dumps(bad) + "\n" + json.dumps(good) + "\n")
     with caplog.at_level(logging.WARNING, logger="carbon_callbacks.ledger"):
         ledger.add_epoch(run_id, make_record(2))
+        assert wait_until(lambda: ledger.spooled() == 0)
         ledger.add_epoch(run_id, make_record(3))
     assert [e.epoch for e in ledger.epochs(run_id)] == [1, 2, 3]
-    assert ledger.spooled() == 0
     rejected = ledger.spool_path.with_suffix(".rejected.jsonl")
     assert [json.loads(x) for x in rejected.read_text().splitlines()] == [bad]
     messages = _warnings(caplog)
