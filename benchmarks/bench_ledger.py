@@ -4,10 +4,9 @@
    (every record read into a list, every cell built, the whole text rendered, then printed:
    ``Ledger.epochs()`` + ``render(epochs_rows(...))``), each in a fresh interpreter with its
    output thrown away; wall time, CPU time and peak RSS from ``wait4``.
-2. ``Ledger.add_epoch`` on a healthy SQLite ledger (the worker thread's hand-off, the commit,
-   the file check and the read-back) against the bare durable commit it wraps (one ``INSERT``
-   and ``COMMIT`` through ``sqlite3`` with the same WAL and ``synchronous=FULL``), in one
-   process, alternating.
+2. ``Ledger.add_epoch`` on a healthy SQLite ledger (the commit, the file check and the
+   read-back) against the bare durable commit it wraps (one ``INSERT`` and ``COMMIT`` through
+   ``sqlite3`` with the same WAL and ``synchronous=FULL``), in one process, alternating.
 
 Prints a markdown section.
 """
@@ -186,10 +185,10 @@ def main() -> int:
         "process, each followed by the bare durable commit it wraps (the same row: "
         "`BEGIN IMMEDIATE`, `INSERT`, `COMMIT`, WAL, `synchronous=FULL`): "
         f"**{statistics.median(ours):.0f} us** per epoch against {statistics.median(plain):.0f} "
-        f"us bare (ratio of each pair: {spread(ratio, '{:.2f}', 'x')}). The difference is the "
-        "hand-off to the writer thread, the check that the file is still the one written (two "
-        "`stat`s and a 100-byte read) and the read-back of the row through a fresh read-only "
-        "connection; on a disk, the commit's fsync (milliseconds) comes on top of both."
+        f"us bare (ratio of each pair: {spread(ratio, '{:.2f}', 'x')}). The difference is building "
+        "the row, the check that the file is still the one written (two `stat`s and a 100-byte "
+        "read) and the read-back of the row through the writer's own read-only connection; on "
+        "a disk, the commit's fsync (milliseconds) comes on top of both."
     )
     table_rounds = list(zip(rounds["table"]["before"], rounds["table"]["streamed"], strict=True))
     headline(
