@@ -181,6 +181,9 @@ class EpochRecord:
     horizon: Horizon | None = field(default=None, compare=False)
     """What the adapter read of the road ahead (max_epochs, the LR schedule); not a
     measurement, so not part of equality and not stored in the ledger."""
+    partial: bool = False
+    """True for an epoch the run ended inside (a failure, a signal): its energy was spent and is
+    counted, but the epoch did not finish, so it has no metrics."""
 
     LOG_KEYS = (
         "energy_kwh",
@@ -289,6 +292,62 @@ class EpochRecord:
         return cls(**values)
 
 
+RUN_STATUSES: tuple[str, ...] = ("completed", "stopped", "failed", "interrupted")
+"""How a run can end.
+
+- ``completed``: it ran to its planned end (``max_epochs``, ``epochs``, ``max_steps``).
+- ``stopped``: something asked it to stop before that end; ``RunEnd.stopped_by`` says what.
+- ``failed``: an exception ended it; ``RunEnd.error_type`` and ``reason`` say which.
+- ``interrupted``: a signal ended it (SIGINT/``KeyboardInterrupt``, SIGTERM).
+"""
+
+STOPPED_BY: tuple[str, ...] = ("policy", "early_stopping", "pruning", "user")
+"""Who stopped a ``stopped`` run: our stopping policy, the framework's early stopping (its
+``EarlyStopping`` callback), an Optuna pruner, or the user's own code (any other callback or the
+model asking the framework to stop)."""
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How a run ended, and why.
+
+    Args:
+        status: one of ``RUN_STATUSES``.
+        stopped_by: for ``stopped``, one of ``STOPPED_BY`` ("" when not known, as in ledgers
+            written before the stopper was recorded); "" otherwise.
+        reason: in words: the policy's or early stopping's reason, the exception's message, the
+            signal.
+        error_type: for ``failed``, the exception's class name.
+
+    Raises:
+        ValueError: an unknown status or stopper, naming the ones that exist.
+    """
+
+    status: str = "completed"
+    stopped_by: str = ""
+    reason: str = ""
+    error_type: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {RUN_STATUSES}, got {self.status!r}")
+        if self.status == "stopped" and self.stopped_by not in ("", *STOPPED_BY):
+            raise ValueError(f"stopped_by must be one of {STOPPED_BY}, got {self.stopped_by!r}")
+        if self.status != "stopped" and self.stopped_by:
+            raise ValueError(f"stopped_by is for stopped runs, not {self.status!r} ones")
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether the run ended before its planned end for a stop request (not a failure)."""
+        return self.status == "stopped"
+
+    def describe(self) -> str:
+        """One line: ``"stopped by early_stopping: ..."``, ``"failed: ValueError: ..."``."""
+        head = f"stopped by {self.stopped_by}" if self.stopped_by else self.status
+        detail = ": ".join(x for x in (self.error_type, self.reason) if x)
+        return f"{head}: {detail}" if detail else head
+
+
 @dataclass(frozen=True)
 class RunSummary:
     """A finished (or interrupted) run: its epochs, totals and why it stopped."""
@@ -302,3 +361,5 @@ class RunSummary:
     stopped_early: bool = False
     stop_reason: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    end: RunEnd = field(default_factory=RunEnd)
+    """How the run ended (``stopped_early``/``stop_reason`` repeat it for older callers)."""

@@ -14,14 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import override
 
-from carbon_callbacks.energy.meter import Meter
+from carbon_callbacks.integrations._common import CarbonAdapter, stopped_by_framework
 from carbon_callbacks.integrations._lr_schedule import first_lr, lr_ahead, reacts_to_metrics
-from carbon_callbacks.integrations._trackers import find_runs, logger_runs, publish_summary
-from carbon_callbacks.integrations._trial import trial_sink
-from carbon_callbacks.intensity import IntensitySpec
-from carbon_callbacks.policies import Decision, Policy
-from carbon_callbacks.records import EpochRecord, Horizon
-from carbon_callbacks.tracking import EpochTracker, LedgerSpec
+from carbon_callbacks.integrations._trackers import find_runs, logger_runs
+from carbon_callbacks.records import Horizon, RunEnd
+from carbon_callbacks.tracking.endings import end_for_exception, find_frame
 
 logger = logging.getLogger(__name__)
 
@@ -46,56 +43,29 @@ def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class LightningCarbonMixin(_CallbackBase):
-    """Per-epoch energy and CO2e logged with ``pl_module.log`` and a carbon-aware stop.
+def _fn(trainer: Any) -> str:
+    """What the trainer is running: "fit", "validate", "test" or "predict"."""
+    fn = getattr(getattr(trainer, "state", None), "fn", None)
+    return str(getattr(fn, "value", fn) or "")
+
+
+class LightningCarbonMixin(CarbonAdapter, _CallbackBase):
+    """Per-epoch energy and CO2e logged with Lightning's loggers and a carbon-aware stop.
 
     See ``carbon_callbacks.integrations.lightning.CarbonCallback`` for the user documentation.
     """
 
     _framework = "lightning"
-
-    def __init__(
-        self,
-        *,
-        intensity: IntensitySpec = None,
-        policy: Policy | None = None,
-        monitor: str | None = None,
-        trial: Any = None,
-        prefix: str = "",
-        pue: float = 1.0,
-        ledger: LedgerSpec = None,
-        meter: Meter | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        self.tracker = EpochTracker(
-            intensity=intensity,
-            policy=policy,
-            monitor=monitor,
-            prefix=prefix,
-            pue=pue,
-            meter=meter,
-            ledger=ledger,
-            framework=self._framework,
-            trial=trial_sink(trial),
-            metadata=metadata,
-        )
-
-    # -------------------------------------------------------------- properties
+    _sigterm = False  # the Trainer turns SIGTERM into SIGTERMException, seen by on_exception
 
     @property
-    def records(self) -> tuple[EpochRecord, ...]:
-        """The run's epoch records so far (summed over all ranks under DDP)."""
-        return self.tracker.records
+    @override
+    def state_key(self) -> str:
+        """Where a checkpoint keeps this callback's totals: two callbacks with different
+        ``prefix`` or ``monitor`` in one trainer keep theirs apart (as ``EarlyStopping`` does)."""
+        return self._generate_state_key(prefix=self.tracker.prefix, monitor=self.tracker.monitor)
 
-    def check_pruned(self) -> None:
-        """Under DDP, call after ``fit`` to raise ``optuna.TrialPruned`` if the trial was pruned.
-
-        Single-process runs raise it from the epoch end directly, as optuna-integration does.
-        """
-        self.tracker.check_pruned()
-
-    # -------------------------------------------------------------- hooks
+    # -------------------------------------------------------------- fit
 
     @override
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
@@ -106,7 +76,17 @@ class LightningCarbonMixin(_CallbackBase):
             "max_epochs": trainer.max_epochs,
             "world_size": trainer.world_size,
         }
-        self.tracker.fit_start(metadata, primary=trainer.is_global_zero)
+        frame = find_frame(type(trainer))  # Trainer._run: on the stack for the whole fit
+        self._begin_fit(metadata, primary=trainer.is_global_zero, frame=frame)
+        self._trainer = trainer
+
+    def _summary_runs(self) -> list[Any]:
+        """The MLflow and W&B runs behind the trainer's loggers (rank 0 only)."""
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or not trainer.is_global_zero:
+            return []
+        loggers = list(getattr(trainer, "loggers", None) or [])
+        return find_runs(lambda: logger_runs(loggers), self.tracker.warn_once)
 
     @override
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
@@ -116,34 +96,86 @@ class LightningCarbonMixin(_CallbackBase):
         self._epoch_lr = first_lr(optimizers[0]) if optimizers else None
 
     @override
-    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
-        self.tracker.eval_start()
-
-    @override
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        self.tracker.eval_end()
-
-    @override
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        distributed = trainer.world_size > 1
-        reduce = self._reducer(trainer) if distributed else None
+        reduce = self._reducer(trainer) if trainer.world_size > 1 else None
         horizon = self._horizon(trainer) if self.tracker.policy is not None else None
         self.tracker.epoch_end(
             trainer.current_epoch, trainer.callback_metrics, reduce=reduce, horizon=horizon
         )
         self._publish(trainer, self.tracker.log_dict())
-        decision = self.tracker.decide()
-        stop = decision.stop
-        if distributed:
-            # Every rank must leave the loop at the same epoch, or the next collective hangs.
-            stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
-            if stop and not decision.stop:
-                self.tracker.stopped(Decision(True, "another rank's stopping policy said stop"))
-        if stop:
+
+        def request_stop() -> None:
             trainer.should_stop = True
-            if self.tracker.pruned and not distributed:
-                self.tracker.fit_end()
-                self.tracker.check_pruned()
+
+        self._after_epoch(request_stop, reduce)
+
+    @override
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        self._end_fit(self._ending(trainer))
+
+    def _ending(self, trainer: Any) -> RunEnd | None:
+        """Stopped by the framework when ``should_stop`` ended the fit before its limits."""
+        if self.tracker.stop_decision is not None or not trainer.should_stop:
+            return None
+        max_steps = trainer.max_steps if trainer.max_steps not in (None, -1) else None
+        max_epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
+        if max_steps is not None and trainer.global_step >= max_steps:
+            return None
+        if max_epochs is not None and trainer.current_epoch >= max_epochs:
+            return None
+        return stopped_by_framework(trainer.callbacks, "trainer.should_stop")
+
+    @override
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if self.tracker.run.active:
+            self._end_fit(end_for_exception(exception))
+        self.tracker.evaluation.end(None, end_for_exception(exception))
+
+    # -------------------------------------------------------------- evaluation
+
+    @override
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        if _fn(trainer) == "fit":
+            self.tracker.eval_start()
+        elif self.measure_eval:
+            self.tracker.evaluation.start("validate", primary=trainer.is_global_zero)
+
+    @override
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if _fn(trainer) == "fit":
+            self.tracker.eval_end()
+        else:
+            self.tracker.evaluation.end(trainer.callback_metrics)
+
+    @override
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.measure_eval:
+            self.tracker.evaluation.start("test", primary=trainer.is_global_zero)
+
+    @override
+    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+        self.tracker.evaluation.end(trainer.callback_metrics)
+
+    @override
+    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.measure_eval:
+            self.tracker.evaluation.start("predict", primary=trainer.is_global_zero)
+
+    @override
+    def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+        self.tracker.evaluation.end(None)
+
+    # -------------------------------------------------------------- checkpoints
+
+    @override
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints written before the state key named prefix and monitor used the class name.
+        states = checkpoint.get("callbacks") or {}
+        legacy = type(self).__qualname__
+        if self.state_key not in states and isinstance(states.get(legacy), Mapping):
+            self.load_state_dict(states[legacy])
+
+    # -------------------------------------------------------------- policy
 
     def _horizon(self, trainer: Any) -> Horizon | None:
         """max_epochs and the first scheduler's coming learning rates, for the policy.
@@ -191,6 +223,8 @@ class LightningCarbonMixin(_CallbackBase):
             self.tracker.warn_once("horizon", "could not read the LR schedule (%s)", exc)
             return None
 
+    # -------------------------------------------------------------- logging
+
     def _publish(self, trainer: Any, values: Mapping[str, float]) -> None:
         """Put the epoch's keys in ``callback_metrics``, ``logged_metrics`` and every logger.
 
@@ -228,34 +262,10 @@ class LightningCarbonMixin(_CallbackBase):
                     "logger", "%s could not log the carbon keys (%s)", type(lg).__name__, exc
                 )
 
-    @override
-    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        self._finish(trainer)
-
-    @override
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self._finish(trainer)
-
-    def _finish(self, trainer: Any) -> None:
-        """End the run; its summary goes to the MLflow/W&B runs behind the trainer's loggers."""
-        summary = self.tracker.fit_end()
-        if trainer.is_global_zero:
-            loggers = list(getattr(trainer, "loggers", None) or [])
-            runs = find_runs(lambda: logger_runs(loggers), self.tracker.warn_once)
-            publish_summary(runs, summary, self.tracker.warn_once)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return self.tracker.state_dict()
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.tracker.load_state_dict(state_dict)
-
-    # -------------------------------------------------------------- DDP
-
     @staticmethod
     def _reducer(trainer: Any) -> Any:
+        """The sum across ranks through the trainer's strategy (whatever its backend)."""
+
         def reduce(values: Any) -> list[float]:
             import torch
 

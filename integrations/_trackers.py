@@ -87,6 +87,9 @@ def summary_fields(summary: RunSummary) -> dict[str, Any]:
         fields[f"method_{component}"] = method
     fields["stopped_early"] = bool(summary.stopped_early)
     fields["stop_reason"] = summary.stop_reason
+    fields["status"] = summary.end.status
+    if summary.end.stopped_by:
+        fields["stopped_by"] = summary.end.stopped_by
     if summary.run_id:
         fields["ledger_run_id"] = summary.run_id
     return fields

@@ -13,6 +13,7 @@ except ImportError as exc:  # say which extra to install, not just "No module na
         "pip install pytorch-lightning (or use carbon_callbacks.integrations.lightning)"
     ) from exc
 
+from carbon_callbacks.integrations._common import document
 from carbon_callbacks.integrations._lightning_mixin import LightningCarbonMixin
 
 __all__ = ["CarbonCallback"]
@@ -20,6 +21,7 @@ __all__ = ["CarbonCallback"]
 
 # The mixin is type-checked as a lightning.pytorch Callback; this namespace's Callback has the
 # same hooks typed with its own Trainer and LightningModule, which mypy calls incompatible.
+@document
 class CarbonCallback(LightningCarbonMixin, pl.Callback):  # type: ignore[misc]
     """Logs each epoch's energy and CO2e to Lightning's loggers and stops on a carbon policy.
 
@@ -33,28 +35,10 @@ class CarbonCallback(LightningCarbonMixin, pl.Callback):  # type: ignore[misc]
     epoch's end, so the epochs add up to the run, validation and sanity checks included. Under DDP
     each rank measures its own process and devices and the logged values are the sum over ranks; the
     stop decision is agreed by all ranks and the ledger is written by rank 0 only. Totals are saved
-    in checkpoints, so ``fit(ckpt_path=...)`` continues them. At the end of fit the run's summary
-    (totals, intensity source, methods, stop reason) goes to the run of every ``MLFlowLogger``
-    (tags ``carbon.*``) and ``WandbLogger`` (summary ``carbon/*``).
-
-    Args:
-        intensity: gCO2e/kWh as a number, a country/zone/cloud-region code (``"FR"``,
-            ``"gcp:europe-west1"``), an ``IntensitySource``, or None (environment variables,
-            else the world average with a warning).
-        policy: A stopping rule from ``carbon_callbacks.policies`` (or any object with
-            ``decide(records)``); training stops when it says so.
-        monitor: The metric to record next to each epoch's CO2e (e.g. ``"val_acc"``).
-        trial: An Optuna trial: cumulative CO2e is reported to it every epoch; if it should be
-            pruned, ``optuna.TrialPruned`` is raised (under DDP: training stops on all ranks,
-            call ``check_pruned()`` after ``fit``).
-        prefix: Prepended to every logged key.
-        pue: Data-centre power usage effectiveness (1.0 to 5.0), applied to CO2e only.
-        ledger: None (default ledger), a path or database URL, a ``Ledger``, or False.
-        meter: An ``EnergyMeter`` to use instead of a process-scope one built at fit start.
-        metadata: Extra run metadata for the ledger (project, team...).
-
-    Raises:
-        TypeError, ValueError: An invalid argument, named in the message.
+    in checkpoints (under ``state_key``, which names ``prefix`` and ``monitor``, so two callbacks
+    keep theirs apart), so ``fit(ckpt_path=...)`` continues them. At the end of fit the run's
+    summary (totals, intensity source, methods, how it ended) goes to the run of every
+    ``MLFlowLogger`` (tags ``carbon.*``) and ``WandbLogger`` (summary ``carbon/*``).
 
     Example::
 

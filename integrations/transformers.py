@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
-
-from typing_extensions import override
 
 try:
     import transformers
@@ -17,15 +15,18 @@ except ImportError as exc:  # say which extra to install, not just "No module na
         "pip install 'carbon-callbacks[transformers]'"
     ) from exc
 
-from carbon_callbacks.energy.meter import Meter
+from carbon_callbacks.integrations._common import (
+    CarbonAdapter,
+    document,
+    override,
+    stopped_by_framework,
+    torch_distributed_sum,
+)
 from carbon_callbacks.integrations._lr_horizon import transformers_horizon
 from carbon_callbacks.integrations._lr_schedule import first_lr
-from carbon_callbacks.integrations._trackers import active_runs, find_runs, publish_summary
-from carbon_callbacks.integrations._trial import trial_sink
-from carbon_callbacks.intensity import IntensitySpec
-from carbon_callbacks.policies import Policy
-from carbon_callbacks.records import EpochRecord, Horizon
-from carbon_callbacks.tracking import EpochTracker, LedgerSpec, find_caller_instance, scalar_metrics
+from carbon_callbacks.records import Horizon, RunEnd
+from carbon_callbacks.tracking import find_caller_instance, scalar_metrics
+from carbon_callbacks.tracking.endings import end_for_exception, find_frame
 
 __all__ = ["CarbonCallback", "STATE_KEY"]
 
@@ -38,7 +39,15 @@ Not a class name, so ``restore_callback_states_from_checkpoint`` leaves our call
 """
 
 
-class CarbonCallback(TrainerCallback):
+# What a Trainer runs per epoch (data, steps, callbacks, evaluation, saving): an exception that
+# leaves train() passes through it, and transformers has no exception event for callbacks.
+# ``training_step`` for versions without ``_run_epoch``.
+_TRAINER_WORK = ("_run_epoch",)
+_TRAINER_WORK_FALLBACK = ("training_step",)
+
+
+@document
+class CarbonCallback(CarbonAdapter, TrainerCallback):
     """Logs each epoch's energy and CO2e like any Trainer metric and stops on a carbon policy.
 
     Once per epoch (after the epoch-end evaluation when there is one, so the record holds the
@@ -52,27 +61,14 @@ class CarbonCallback(TrainerCallback):
     ``control.should_training_stop`` when ``policy`` says so. The totals are kept in
     ``TrainerState.stateful_callbacks`` (inside every checkpoint), so
     ``train(resume_from_checkpoint=...)`` continues them. At the end of training the run's
-    summary (totals, intensity source, methods, stop reason) goes to the MLflow run (tags
+    summary (totals, intensity source, methods, how it ended) goes to the MLflow run (tags
     ``carbon.*``) and the W&B run (summary ``carbon/*``) active when training began, such as
-    those ``report_to=["mlflow", "wandb"]`` opened.
-
-    Args:
-        intensity: gCO2e/kWh as a number, a country/zone/cloud-region code (``"FR"``,
-            ``"gcp:europe-west1"``), an ``IntensitySource``, or None (environment variables,
-            else the world average with a warning).
-        policy: A stopping rule from ``carbon_callbacks.policies`` (or any object with
-            ``decide(records)``).
-        monitor: The metric to record next to each epoch's CO2e (e.g. ``"eval_loss"``).
-        trial: An Optuna trial: cumulative CO2e is reported each epoch, and
-            ``optuna.TrialPruned`` is raised when it should be pruned.
-        prefix: Prepended to every logged key.
-        pue: Data-centre power usage effectiveness (1.0 to 5.0), applied to CO2e only.
-        ledger: None (default ledger), a path or database URL, a ``Ledger``, or False.
-        meter: An ``EnergyMeter`` to use instead of a process-scope one built at train start.
-        metadata: Extra run metadata for the ledger (project, team...).
-
-    Raises:
-        TypeError, ValueError: An invalid argument, named in the message.
+    those ``report_to=["mlflow", "wandb"]`` opened. transformers has no event for an
+    exception: for the fit's duration this callback wraps the Trainer's epoch on its instance,
+    so an exception ends the run as failed (or interrupted) before it leaves ``train()``; SIGTERM
+    records the run as interrupted, then ends the process as it would have without us. With
+    ``measure_eval`` the Trainer's ``evaluate()`` and ``predict()`` outside training are
+    measured too (pass the callback to ``Trainer(callbacks=...)`` so it sees the Trainer).
 
     Example::
 
@@ -88,52 +84,30 @@ class CarbonCallback(TrainerCallback):
     middle of an epoch (``eval_strategy="steps"``) are part of that epoch's energy.
     """
 
-    def __init__(
-        self,
-        *,
-        intensity: IntensitySpec = None,
-        policy: Policy | None = None,
-        monitor: str | None = None,
-        trial: Any = None,
-        prefix: str = "",
-        pue: float = 1.0,
-        ledger: LedgerSpec = None,
-        meter: Meter | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.tracker = EpochTracker(
-            intensity=intensity,
-            policy=policy,
-            monitor=monitor,
-            prefix=prefix,
-            pue=pue,
-            meter=meter,
-            ledger=ledger,
-            framework="transformers",
-            trial=trial_sink(trial),
-            metadata=metadata,
-        )
+    _framework = "transformers"
+
+    def _init_state(self) -> None:
         self._trainer: Any = None
+        self._horizon: Horizon | None = None
+        self._epoch_lr: float | None = None
         self._metrics: dict[str, float] = {}
         self._epoch = 0
         self._eval_pending = False
         self._emitting = False
-        self._runs: list[Any] = []
-        self._epoch_lr: float | None = None
-        self._horizon: Horizon | None = None
-
-    @property
-    def records(self) -> tuple[EpochRecord, ...]:
-        """The run's epoch records so far."""
-        return self.tracker.records
 
     # -------------------------------------------------------------- events
+
+    @override
+    def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._trainer = find_caller_instance(transformers.Trainer)
+        if self.measure_eval:
+            self._measure_passes(self._trainer)
 
     @override
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # The Trainer does not hand itself to callbacks; its log() is the one channel that
         # reaches both log_history and the report_to integrations.
-        self._trainer = find_caller_instance(transformers.Trainer)
+        self._trainer = find_caller_instance(transformers.Trainer) or self._trainer
         if self._trainer is None:
             logger.warning(
                 "carbon-callbacks: the Trainer calling CarbonCallback was not found; energy "
@@ -153,10 +127,16 @@ class CarbonCallback(TrainerCallback):
                 "seed": args.seed,
             },
         }
-        self.tracker.fit_start(metadata, primary=state.is_world_process_zero)
-        # The report_to integrations ran their on_train_begin first, so their runs are active.
-        primary = state.is_world_process_zero
-        self._runs = find_runs(active_runs, self.tracker.warn_once) if primary else []
+        trainer = self._trainer
+        work = _TRAINER_WORK if hasattr(trainer, _TRAINER_WORK[0]) else _TRAINER_WORK_FALLBACK
+        self._begin_fit(
+            metadata,
+            primary=state.is_world_process_zero,
+            frame=find_frame(transformers.Trainer),  # train(): on the stack until it returns
+            watch=[(trainer, work)] if trainer is not None else [],
+        )
+        if self.measure_eval:
+            self._measure_passes(trainer)
 
     @override
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -203,33 +183,60 @@ class CarbonCallback(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._eval_pending:  # an evaluation was announced but never reported
             self._finish_epoch(args, state, control)
-        publish_summary(self._runs, self.tracker.fit_end(), self.tracker.warn_once)
+        end: RunEnd | None = None
+        if (
+            self.tracker.stop_decision is None
+            and control.should_training_stop
+            and 0 < state.max_steps
+            and state.global_step < state.max_steps
+        ):
+            handler = getattr(self._trainer, "callback_handler", None)
+            end = stopped_by_framework(getattr(handler, "callbacks", ()),
+                                       "control.should_training_stop")
+        self._end_fit(end)
 
     # -------------------------------------------------------------- internals
 
     def _finish_epoch(self, args: Any, state: Any, control: Any) -> Any:
         self._eval_pending = False
         metrics = {k: v for k, v in self._metrics.items() if k not in ("epoch", "step")}
-        self.tracker.epoch_end(
-            self._epoch, metrics, reduce=_distributed_sum(), horizon=self._horizon
-        )
+        reduce = torch_distributed_sum()
+        self.tracker.epoch_end(self._epoch, metrics, reduce=reduce, horizon=self._horizon)
         self._emit(state, self.tracker.log_dict())
         # Saved with every checkpoint from here on; read back in on_train_begin when resuming.
         state.stateful_callbacks[STATE_KEY] = self.tracker.state_dict()
-        decision = self.tracker.decide()
-        if _distributed_any(decision.stop) and not decision.stop:
-            from carbon_callbacks.policies import Decision
 
-            decision = Decision(True, "another rank's stopping policy said stop")
-            self.tracker.stopped(decision)
-        if decision.stop:
+        def request_stop() -> None:
             control.should_training_stop = True
             if self._trainer is not None:
                 self._trainer.control.should_training_stop = True
-            if self.tracker.pruned:  # TrialPruned ends fit: no on_train_end follows
-                publish_summary(self._runs, self.tracker.fit_end(), self.tracker.warn_once)
-                self.tracker.check_pruned()
+
+        self._after_epoch(request_stop, reduce)
         return control
+
+    def _measure_passes(self, trainer: Any) -> None:
+        """Wrap the Trainer's ``evaluate``/``predict`` so a call outside training is a pass."""
+        if trainer is None or getattr(trainer, "_carbon_passes", None) is self:
+            return
+        trainer._carbon_passes = self
+        for kind, name in (("evaluate", "evaluate"), ("predict", "predict")):
+            setattr(trainer, name, self._measured(kind, getattr(trainer, name), trainer))
+
+    def _measured(self, kind: str, fn: Callable[..., Any], trainer: Any) -> Callable[..., Any]:
+        def measured(*args: Any, **kwargs: Any) -> Any:
+            if self.tracker.run.active:  # evaluation inside training: part of its epoch
+                return fn(*args, **kwargs)
+            self.tracker.evaluation.start(kind, primary=trainer.is_world_process_zero())
+            try:
+                out = fn(*args, **kwargs)
+            except BaseException as exc:
+                self.tracker.evaluation.end(None, end_for_exception(exc))
+                raise
+            metrics = out if isinstance(out, Mapping) else getattr(out, "metrics", None)
+            self.tracker.evaluation.end(metrics)
+            return out
+
+        return measured
 
     def _emit(self, state: Any, values: dict[str, float]) -> None:
         if self._trainer is None:
@@ -243,48 +250,3 @@ class CarbonCallback(TrainerCallback):
         finally:
             self._emitting = False
 
-
-def _distributed() -> Any:
-    """``torch.distributed`` when a multi-process group is running, else None."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist
-    return None
-
-
-def _device(dist: Any) -> Any:
-    """NCCL reduces only CUDA tensors; gloo CPU ones."""
-    import torch
-
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _distributed_sum() -> Any:
-    """A reducer summing per-rank quantities across processes, or None in one process."""
-    dist = _distributed()
-    if dist is None:
-        return None
-
-    def reduce(values: Sequence[float]) -> list[float]:
-        import torch
-
-        tensor = torch.tensor(list(values), dtype=torch.float64, device=_device(dist))
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor.cpu().tolist()
-
-    return reduce
-
-
-def _distributed_any(flag: bool) -> bool:
-    """True if any process says ``flag`` (every rank must stop at the same epoch)."""
-    dist = _distributed()
-    if dist is None:
-        return flag
-    import torch
-
-    tensor = torch.tensor([1.0 if flag else 0.0], dtype=torch.float64, device=_device(dist))
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item() > 0)

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import os
 import sys
+import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -207,6 +208,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from carbon_callbacks.reports import ending_text
     from carbon_callbacks.reports.plot import plot_run
 
     out = Path(args.output or f"carbon-{args.run}.png")
@@ -222,7 +224,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
             out,
             monitor=args.monitor or run.metadata.get("monitor"),
             stopped_early=run.stopped_early,
-            title=f"run {run.run_id} ({run.project or 'no project'})",
+            title=f"run {run.run_id} ({run.project or 'no project'}): "
+            + textwrap.shorten(ending_text(run), 90, placeholder="..."),
         )
     except ImportError as exc:
         raise CliError(

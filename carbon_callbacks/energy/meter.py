@@ -166,6 +166,16 @@ class EnergyMeter:
         return self._running
 
     @property
+    def start_reading(self) -> Reading | None:
+        """The reading ``start()`` took (what ``stop()``'s window starts from); None if stopped.
+
+        A caller that starts the meter and cuts windows from it takes this as its first
+        boundary, so its windows add up to the meter's whole span.
+        """
+        with self._lock:
+            return self._start_reading if self._running else None
+
+    @property
     def methods(self) -> dict[str, str]:
         """The method of each measured component as of the last reading ({} before ``start()``).
 

@@ -7,8 +7,8 @@ it writes) and the SQLAlchemy store (``database_store.py``), the write path (``w
 a worker thread, bounded waits, background retries) and the spool that keeps writes while a
 store is down (``spool.py``), runs as the ledger reports them (``runs.py``) and a page at a
 time (``pages.py``), where a ledger lives (``location.py``), what a run records about its
-machine (``host.py``), and imports and exports (``interchange.py``, ``codecarbon.py``)). Anything else a tracker can record runs to is a ``RunRecorder``
-(``recorder.py``).
+machine (``host.py``), and imports and exports (``interchange.py``, ``codecarbon.py``).
+Anything else a tracker can record runs to is a ``RunRecorder`` (``recorder.py``).
 """
 
 from __future__ import annotations

@@ -192,13 +192,22 @@ class SqlAlchemyStore:
             self._migrated = True
         return True
 
-    @staticmethod
-    def _has_schema(conn: Any) -> bool:
+    def _has_schema(self, conn: Any) -> bool:
         from sqlalchemy import inspect, text
 
         if not inspect(conn).has_table("schema_version"):
             return False
-        schema.check_not_newer(int(conn.execute(text(schema.CURRENT_VERSION)).scalar() or 0))
+        version = int(conn.execute(text(schema.CURRENT_VERSION)).scalar() or 0)
+        schema.check_not_newer(version)
+        if version < schema.SCHEMA_VERSION:
+            # PostgreSQL refuses even a TEMP view in a read-only transaction, so an older
+            # schema cannot be shown with the current columns as SQLite's reader does.
+            raise LedgerUnavailable(
+                f"the ledger database {self.label} "
+                f"has schema version {version}, older than this carbon-callbacks reads "
+                f"({schema.SCHEMA_VERSION}); any write with this version (a training run, or "
+                "`carbon-callbacks spool flush`) migrates it"
+            )
         return True
 
     def metadata_text(self, key_param: str) -> str:

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from carbon_callbacks.ledger.ledger import Ledger
 
 
+_END_KEYS = ("end_wall", "stopped_early", "stop_reason", "status", "stopped_by", "error_type")
+
+
 def import_ops(
     runs: Iterable[tuple[Mapping[str, Any], Sequence[EpochRecord]]], known: set[str]
 ) -> tuple[list[dict[str, Any]], int]:
@@ -37,8 +40,7 @@ def import_ops(
     new = 0
     for meta, records in runs:
         meta = dict(meta)
-        end_keys = ("end_wall", "stopped_early", "stop_reason")
-        end = {k: meta.pop(k) for k in end_keys if k in meta}
+        end = {k: meta.pop(k) for k in _END_KEYS if k in meta}
         uids = list(meta.pop("epoch_uids", None) or ())
         run_id = str(meta.get("run_id") or uuid.uuid4().hex[:12])
         if run_id not in known:
@@ -55,8 +57,13 @@ def import_ops(
             ops.append(
                 schema.end_op(
                     run_id,
-                    bool(end.get("stopped_early", False)),
-                    str(end.get("stop_reason", "")),
+                    schema.run_end(
+                        status=end.get("status"),
+                        stopped_early=bool(end.get("stopped_early", False)),
+                        stop_reason=str(end.get("stop_reason", "")),
+                        stopped_by=str(end.get("stopped_by") or ""),
+                        error_type=str(end.get("error_type") or ""),
+                    ),
                     end.get("end_wall"),
                 )
             )
@@ -94,6 +101,7 @@ def window_run(
     )
     meta: dict[str, Any] = {
         "framework": "EnergyMeter",
+        "kind": "meter",
         "start_wall": window.start_wall,
         "intensity_source": em.provenance,
         "methods": window.methods,
@@ -132,8 +140,8 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[tuple[dict[str, Any], list[
             meta.update(item.get("metadata") or {})
             if not item.get("finished"):
                 meta.pop("end_wall", None)
-                meta.pop("stopped_early", None)
-                meta.pop("stop_reason", None)
+                for key in ("stopped_early", "stop_reason", "status", "stopped_by", "error_type"):
+                    meta.pop(key, None)
             runs.setdefault(run_id, ({}, []))[0].update(meta)
         elif kind == "epoch":
             runs.setdefault(run_id, ({"run_id": run_id}, []))[1].append(EpochRecord.from_dict(item))
@@ -164,6 +172,11 @@ _EXPORT_RUN_KEYS = (
     "hyperparameters",
     "stopped_early",
     "stop_reason",
+    "status",
+    "stopped_by",
+    "error_type",
+    "kind",
+    "parent_run",
 )
 
 

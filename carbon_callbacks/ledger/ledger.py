@@ -37,7 +37,7 @@ from carbon_callbacks.ledger.reads import LedgerReads
 from carbon_callbacks.ledger.spool import Spool, Spools
 from carbon_callbacks.ledger.sqlite_store import SqliteStore
 from carbon_callbacks.ledger.writer import Writer
-from carbon_callbacks.records import EpochRecord, Window
+from carbon_callbacks.records import EpochRecord, RunEnd, Window
 
 if TYPE_CHECKING:
     from carbon_callbacks.intensity import IntensitySpec
@@ -86,7 +86,7 @@ class Ledger(LedgerReads):
         ledger = Ledger.open()                       # $CARBON_CALLBACKS_LEDGER or per-user file
         run_id = ledger.start_run({"project": "digits", "framework": "lightning"})
         ledger.add_epoch(run_id, record)             # committed (or spooled) before it returns
-        ledger.end_run(run_id, stopped_early=True, stop_reason="gain per kg below threshold")
+        ledger.end_run(run_id, end=RunEnd("stopped", "policy", "gain per kg below threshold"))
         print(ledger.runs()[-1].co2_g)
     """
 
@@ -206,6 +206,7 @@ class Ledger(LedgerReads):
         self,
         run_id: str,
         *,
+        end: RunEnd | None = None,
         stopped_early: bool = False,
         stop_reason: str = "",
         end_wall: float | None = None,
@@ -214,11 +215,14 @@ class Ledger(LedgerReads):
 
         Args:
             run_id: the id ``start_run`` returned.
-            stopped_early: whether a policy (or the user) stopped it before its planned end.
-            stop_reason: why, in words.
+            end: how it ended (completed, stopped by whom, failed, interrupted) and why.
+            stopped_early: without ``end``: whether it stopped before its planned end.
+            stop_reason: without ``end``: why, in words.
             end_wall: when it ended (default now).
         """
-        self._write(schema.end_op(run_id, stopped_early, stop_reason, end_wall))
+        if end is None:
+            end = schema.run_end(stopped_early=stopped_early, stop_reason=stop_reason)
+        self._write(schema.end_op(run_id, end, end_wall))
         with self._lock:
             # The run takes no more epochs: a long-lived ledger (a sweep) keeps nothing per run.
             self._positions.pop(run_id, None)

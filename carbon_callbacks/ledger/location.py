@@ -149,7 +149,7 @@ def identity(location: str) -> str:
         return redact(location)
     # Only the query keys that choose the server (a socket folder, a service name) stay.
     query = {k: v for k, v in parsed.query.items() if k in ("host", "port", "service", "dbname")}
-    where = parsed._replace(
+    where = parsed.set(
         drivername=parsed.get_backend_name(), username=None, password=None, query=query
     )
     return where.render_as_string(hide_password=False)

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from carbon_callbacks.ledger.runs import ENDED, EPOCH_SUMS, TOTALS, RunInfo
+from carbon_callbacks.ledger.runs import END_STATUS, ENDED, EPOCH_SUMS, TOTALS, RunInfo
 from carbon_callbacks.ledger.schema import from_json
 
 RUN_ORDERS: dict[str, str] = {
@@ -19,7 +19,8 @@ RUN_ORDERS: dict[str, str] = {
     "team": "r.team",
     "user": "r.user_name",
     "framework": "r.framework",
-    "status": "(CASE WHEN x.run_id IS NULL THEN 0 WHEN x.stopped_early = 1 THEN 2 ELSE 1 END)",
+    "status": f"(CASE {END_STATUS} WHEN 'running' THEN 0 WHEN 'completed' THEN 1"
+    " WHEN 'stopped' THEN 2 WHEN 'failed' THEN 3 ELSE 4 END)",
     "intensity": "r.intensity_source",
     "epochs": "COALESCE(k.k, 0)",
     "energy": "COALESCE(k.k, 0)",
@@ -31,11 +32,11 @@ _TOTAL_ORDERS = {"epochs": "COUNT(*)", "energy": "SUM(energy_kwh)", "co2": "SUM(
 """The one sum each total sort needs (``k.k`` in ``RUN_ORDERS``)."""
 
 RUN_STATUSES: dict[str, str] = {
-    "running": "x.run_id IS NULL",
-    "completed": "x.run_id IS NOT NULL AND COALESCE(x.stopped_early, 0) = 0",
-    "stopped": "x.stopped_early = 1",
+    status: f"{END_STATUS} = '{status}'"
+    for status in ("running", "completed", "stopped", "failed", "interrupted")
 }
-"""The statuses ``Ledger.runs_page`` filters on: no end row yet, ended, ended early."""
+"""The statuses ``Ledger.runs_page`` filters on: no end row yet (running, or killed), then
+``records.RUN_STATUSES``."""
 
 
 @dataclass(frozen=True)

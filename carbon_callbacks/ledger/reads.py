@@ -101,8 +101,9 @@ class LedgerReads:
             limit: runs per page (1 to 1,000).
             offset: runs to skip.
             framework: only runs of this framework.
-            status: ``running`` (no end recorded: running or killed), ``completed`` or
-                ``stopped`` (ended early by a rule, a pruner or the user).
+            status: ``running`` (no end recorded: running or killed), or how it ended:
+                ``completed``, ``stopped`` (by a rule, early stopping, a pruner or the user),
+                ``failed`` or ``interrupted``.
             **filters: ``project``, ``team``, ``user``, ``since``, ``until``, ``tags`` as
                 ``runs()`` takes them.
 

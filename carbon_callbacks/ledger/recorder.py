@@ -9,10 +9,10 @@ from carbon_callbacks.records import EpochRecord
 
 
 class RunRecorder(Protocol):
-    """A run store as a tracker writes to it: a run's row at fit start, then one per epoch.
+    """A run store as a tracker writes to it: a run's row at its first epoch, then one per epoch.
 
     ``Ledger`` is one; pass another as ``ledger=`` to send runs elsewhere. If it also has
-    ``end_run(run_id, *, stopped_early, stop_reason)``, that is called once the run ends.
+    ``end_run(run_id, *, end)``, that is called once the run ends, with its ``records.RunEnd``.
     """
 
     def start_run(self, metadata: Mapping[str, Any], /) -> str:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.ledger.errors import LedgerError
-from carbon_callbacks.ledger.schema import from_json
+from carbon_callbacks.ledger.schema import from_json, run_end
+from carbon_callbacks.records import RunEnd
 
 if TYPE_CHECKING:
     from carbon_callbacks.ledger.ledger import Ledger
@@ -37,6 +38,18 @@ class RunInfo:
     finished: bool = False
     stopped_early: bool = False
     stop_reason: str = ""
+    status: str = "running"
+    """``completed``, ``stopped``, ``failed`` or ``interrupted`` once ended (see ``end``);
+    ``running`` while no end is recorded: still running, or killed without a chance to say."""
+    stopped_by: str = ""
+    error_type: str = ""
+    kind: str = ""
+    """``fit`` for a training run, ``validate``/``test``/``predict``/``evaluate`` for an
+    evaluation pass measured after one, ``meter`` for an ``EnergyMeter`` window; "" if not
+    recorded."""
+    parent_run: str = ""
+    """The run this one continues (a resumed or continued fit) or evaluates (an evaluation
+    pass)."""
     epochs: int = 0
     energy_kwh: float = 0.0
     co2_g: float = 0.0
@@ -69,6 +82,11 @@ class RunInfo:
             "finished": self.finished,
             "stopped_early": self.stopped_early,
             "stop_reason": self.stop_reason,
+            "status": self.status,
+            "stopped_by": self.stopped_by,
+            "error_type": self.error_type,
+            "kind": self.kind,
+            "parent_run": self.parent_run,
             "epochs": self.epochs,
             "energy_kwh": self.energy_kwh,
             "co2_g": self.co2_g,
@@ -76,9 +94,29 @@ class RunInfo:
         }
 
 
+    @property
+    def end(self) -> RunEnd | None:
+        """How the run ended, or None while no end is recorded."""
+        if not self.finished:
+            return None
+        return RunEnd(self.status, self.stopped_by, self.stop_reason, self.error_type)
+
+
 def run_info(row: Mapping[str, Any]) -> RunInfo:
+    """The ``RunInfo`` of a row with ``ENDED`` and ``TOTALS`` columns."""
     ended = row.get("ended") is not None
     end_wall = row.get("end_wall")
+    end = (
+        run_end(
+            status=row.get("status"),
+            stopped_early=bool(row.get("stopped_early") or 0),
+            stop_reason=row.get("stop_reason") or "",
+            stopped_by=row.get("stopped_by") or "",
+            error_type=row.get("error_type") or "",
+        )
+        if ended
+        else None
+    )
     return RunInfo(
         run_id=row["run_id"],
         project=row.get("project") or "",
@@ -99,6 +137,11 @@ def run_info(row: Mapping[str, Any]) -> RunInfo:
         finished=ended,
         stopped_early=bool(row.get("stopped_early") or 0),
         stop_reason=row.get("stop_reason") or "",
+        status=end.status if end else "running",
+        stopped_by=end.stopped_by if end else "",
+        error_type=end.error_type if end else "",
+        kind=row.get("kind") or "",
+        parent_run=row.get("parent_run") or "",
         epochs=int(row.get("n_epochs") or 0),
         energy_kwh=float(row.get("sum_kwh") or 0.0),
         co2_g=float(row.get("sum_co2") or 0.0),
@@ -172,9 +215,18 @@ TOTALS = (
 
 ENDED = (
     "x.end_wall AS end_wall, x.stopped_early AS stopped_early,"
-    " x.stop_reason AS stop_reason, x.run_id AS ended"
+    " x.stop_reason AS stop_reason, x.status AS status, x.stopped_by AS stopped_by,"
+    " x.error_type AS error_type, x.run_id AS ended"
 )
 """The columns ``run_info`` reads from ``run_ends`` joined as ``x``."""
+
+END_STATUS = (
+    "(CASE WHEN x.run_id IS NULL THEN 'running'"
+    " ELSE COALESCE(x.status, CASE WHEN x.stopped_early = 1 THEN 'stopped' ELSE 'completed' END)"
+    " END)"
+)
+"""SQL for a run's status over ``run_ends`` joined as ``x``: ``running`` without an end row,
+and for end rows written before schema v3 (no ``status``), what ``schema.run_end`` reads."""
 
 _TAG_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 

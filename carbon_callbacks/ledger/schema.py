@@ -19,12 +19,12 @@ from typing import Any
 from carbon_callbacks.ledger import host
 from carbon_callbacks.ledger.errors import LedgerUnavailable
 from carbon_callbacks.ledger.location import location_from_provenance
-from carbon_callbacks.records import EpochRecord
+from carbon_callbacks.records import EpochRecord, RunEnd
 
 ENV_PROJECT = "CARBON_CALLBACKS_PROJECT"
 ENV_TEAM = "CARBON_CALLBACKS_TEAM"
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this code writes; older ledgers are migrated on open, newer ones are refused."""
 
 FLOAT_COLUMNS = (
@@ -69,6 +69,17 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # v2: where a run came from (this library, or an imported CodeCarbon file), so imported
     # history can be told apart in reports.
     2: ("ALTER TABLE runs ADD COLUMN source TEXT",),
+    # v3: how a run ended (records.RUN_STATUSES, who stopped it, the exception's type), what
+    # kind of run it is (a fit, or an evaluation pass after one) and the run it continues or
+    # evaluates, and which epoch records are the partial epoch a run ended inside.
+    3: (
+        "ALTER TABLE run_ends ADD COLUMN status TEXT",
+        "ALTER TABLE run_ends ADD COLUMN stopped_by TEXT",
+        "ALTER TABLE run_ends ADD COLUMN error_type TEXT",
+        "ALTER TABLE runs ADD COLUMN kind TEXT",
+        "ALTER TABLE runs ADD COLUMN parent_run TEXT",
+        "ALTER TABLE epochs ADD COLUMN partial INTEGER",
+    ),
 }
 
 _RUN_COLUMNS = (
@@ -88,6 +99,8 @@ _RUN_COLUMNS = (
     "metadata",
     "recorded",
     "source",
+    "kind",
+    "parent_run",
 )
 _EPOCH_COLUMNS = (
     "uid",
@@ -100,8 +113,18 @@ _EPOCH_COLUMNS = (
     "methods",
     "metrics",
     "recorded",
+    "partial",
 )
-_END_COLUMNS = ("run_id", "end_wall", "stopped_early", "stop_reason", "recorded")
+_END_COLUMNS = (
+    "run_id",
+    "end_wall",
+    "stopped_early",
+    "stop_reason",
+    "recorded",
+    "status",
+    "stopped_by",
+    "error_type",
+)
 
 _COLUMNS = {"runs": _RUN_COLUMNS, "epochs": _EPOCH_COLUMNS, "run_ends": _END_COLUMNS}
 
@@ -117,6 +140,27 @@ INSERT = {
 def columns(table: str) -> tuple[str, ...]:
     """The columns of one of the ledger's tables, in order."""
     return _COLUMNS[table]
+
+
+def current_views(existing: Mapping[str, set[str]]) -> list[str]:
+    """Statements that show an older ledger's tables with this code's columns, for reading.
+
+    A reader never migrates (it may have no write access), so a query naming a column added
+    since (``run_ends.status``) would fail on an older file. A TEMP view of the same name as
+    the table, with each missing column as NULL, is found before the table and is written to
+    the connection's own temporary schema, never to the file.
+
+    Args:
+        existing: each table's columns as the file has them (tables it lacks are left out).
+    """
+    statements = []
+    for table, columns in _COLUMNS.items():
+        have = existing.get(table)
+        if have is None or set(columns) <= have:
+            continue
+        cols = ", ".join(c if c in have else f"NULL AS {c}" for c in columns)
+        statements.append(f"CREATE TEMP VIEW {table} AS SELECT {cols} FROM main.{table}")
+    return statements
 
 
 def row_values(op: Mapping[str, Any]) -> dict[str, Any]:
@@ -221,6 +265,8 @@ def run_op(metadata: Mapping[str, Any], *, fill: bool = True) -> dict[str, Any]:
         "metadata": to_json(meta),
         "recorded": now,
         "source": str(pop("source", "carbon-callbacks")),
+        "kind": str(pop("kind")),
+        "parent_run": str(pop("parent_run")),
     }
     return {"table": "runs", "row": row}
 
@@ -244,23 +290,51 @@ def epoch_op(run_id: str, record: EpochRecord, *, uid: str | None, position: int
         "methods": to_json(dict(record.methods)),
         "metrics": to_json({k: float(v) for k, v in record.metrics.items()}),
         "recorded": time.time(),
+        "partial": int(bool(record.partial)),
     }
     return {"table": "epochs", "row": row}
 
 
-def end_op(
-    run_id: str, stopped_early: bool, stop_reason: str, end_wall: float | None
-) -> dict[str, Any]:
-    """The ``run_ends`` row (``end_wall`` None: now)."""
+def end_op(run_id: str, end: RunEnd, end_wall: float | None) -> dict[str, Any]:
+    """The ``run_ends`` row (``end_wall`` None: now).
+
+    ``stopped_early`` and ``stop_reason`` repeat ``end`` for readers of schema v2.
+    """
     now = time.time()
     row = {
         "run_id": run_id,
         "end_wall": float(end_wall if end_wall is not None else now),
-        "stopped_early": int(bool(stopped_early)),
-        "stop_reason": str(stop_reason),
+        "stopped_early": int(end.stopped_early),
+        "stop_reason": end.reason,
         "recorded": now,
+        "status": end.status,
+        "stopped_by": end.stopped_by,
+        "error_type": end.error_type,
     }
     return {"table": "run_ends", "row": row}
+
+
+def run_end(
+    *,
+    status: str | None = None,
+    stopped_early: bool = False,
+    stop_reason: str = "",
+    stopped_by: str = "",
+    error_type: str = "",
+) -> RunEnd:
+    """A ``RunEnd`` from row values; rows written before schema v3 have no status.
+
+    Those said only whether a run stopped early: it becomes ``stopped`` (by no one known), else
+    ``completed``.
+    """
+    if not status:
+        status = "stopped" if stopped_early else "completed"
+    return RunEnd(
+        status=status,
+        stopped_by=stopped_by if status == "stopped" else "",
+        reason=str(stop_reason or ""),
+        error_type=str(error_type or ""),
+    )
 
 
 def epoch_record(row: Mapping[str, Any]) -> EpochRecord:
@@ -273,6 +347,7 @@ def epoch_record(row: Mapping[str, Any]) -> EpochRecord:
         intensity_source=row.get("intensity_source") or "",
         methods=_methods(row.get("methods") or ""),
         metrics=metrics if isinstance(metrics, dict) else {},
+        partial=bool(row.get("partial") or 0),
         **figures,
     )
 

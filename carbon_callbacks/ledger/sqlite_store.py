@@ -198,7 +198,15 @@ class SqliteStore:
             if "schema_version" not in tables:
                 return  # nothing written yet (an empty file): no runs
             row = conn.execute(schema.CURRENT_VERSION).fetchone()
-            schema.check_not_newer(int(row[0] or 0))
+            version = int(row[0] or 0)
+            schema.check_not_newer(version)
+            if version < schema.SCHEMA_VERSION:  # read an older file as if it were current
+                existing = {
+                    t: {c[1] for c in conn.execute(f"PRAGMA table_info({t})").fetchall()}
+                    for t in tables
+                }
+                for statement in schema.current_views(existing):
+                    conn.execute(statement)
             cur = conn.execute(sql, dict(params))
             names = [d[0] for d in cur.description]
             while rows := cur.fetchmany(500):
@@ -221,7 +229,8 @@ class SqliteStore:
         """A read-only connection, opened per query.
 
         Reading needs no write access to the file or its folder: no folder is created, no
-        pragma set, no migration run (a v1 ledger reads fine; its ``source`` is just NULL).
+        pragma set, no migration run (an older ledger is read through ``schema.current_views``,
+        where the columns added since are NULL).
         A fresh connection per query also follows a file that was replaced since.
         """
         uri = self.path.resolve().as_uri()

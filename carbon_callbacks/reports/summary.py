@@ -175,12 +175,9 @@ def runs_rows(
     ]
     cells = []
     for r in runs:
-        if not r.finished:
-            status = "running/killed"
-        elif r.stopped_early:
-            status = "stopped early"
-        else:
-            status = "finished"
+        status = run_status(r)
+        energy: Any
+        co2: Any
         if readable:
             started, energy, co2 = (
                 format_time(r.start_wall),
@@ -324,7 +321,7 @@ def epoch_cells(
     for rec in records:
         row: list[Any] = [
             rec.epoch,
-            rec.stage,
+            f"{rec.stage} (partial)" if rec.partial else rec.stage,
             round(rec.seconds, 3),
             rec.energy_kwh * 1000.0,
             rec.co2_g,
@@ -364,10 +361,34 @@ def run_summary_text(run: RunInfo) -> str:
             "hyperparameters: "
             + ", ".join(f"{k}={v}" for k, v in sorted(run.hyperparameters.items()))
         )
-    if not run.finished:
-        lines.append("not ended: still running, or killed (its finished epochs are kept)")
-    elif run.stopped_early:
-        lines.append(f"stopped early: {run.stop_reason or 'no reason recorded'}")
-    else:
-        lines.append("ran to its end" + (f": {run.stop_reason}" if run.stop_reason else ""))
+    lines.append(ending_text(run))
     return "\n".join(lines)
+
+
+def run_status(run: RunInfo) -> str:
+    """A run's status in a few words for a table: how it ended and, in brackets, who or what
+    ended it (``stopped early (policy)``, ``failed (ValueError)``, ``interrupted (SIGTERM)``)."""
+    if not run.finished:
+        return "running/killed"
+    if run.status == "stopped":
+        return f"stopped early ({run.stopped_by})" if run.stopped_by else "stopped early"
+    if run.status == "failed":
+        return f"failed ({run.error_type})" if run.error_type else "failed"
+    if run.status == "interrupted":
+        return f"interrupted ({run.stop_reason})" if run.stop_reason else "interrupted"
+    return run.status
+
+
+def ending_text(run: RunInfo) -> str:
+    """How a run ended, and why, in one line (``carbon-callbacks show``, the plot's title)."""
+    if not run.finished:
+        return "not ended: still running, or killed (its finished epochs are kept)"
+    why = run.stop_reason
+    if run.status == "stopped":
+        who = f" (stopped by {run.stopped_by})" if run.stopped_by else ""
+        return f"stopped early: {why or 'no reason recorded'}{who}"
+    if run.status == "failed":
+        return "failed: " + ": ".join(x for x in (run.error_type, why) if x)
+    if run.status == "interrupted":
+        return f"interrupted: {why or 'no signal recorded'}"
+    return "completed: ran to its end"

@@ -50,9 +50,12 @@ def run_tags(run: RunInfo) -> dict[str, str]:
 
 
 def run_status(run: RunInfo) -> str:
-    """``running/killed`` (no end recorded), ``stopped early`` or ``completed``."""
+    """``running/killed`` (no end recorded), ``stopped early``, ``completed``, ``failed`` or
+    ``interrupted``."""
     if not run.finished:
         return "running/killed"
+    if run.status in ("failed", "interrupted"):
+        return run.status
     return "stopped early" if run.stopped_early else "completed"
 
 

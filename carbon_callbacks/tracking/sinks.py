@@ -11,9 +11,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, NoReturn, Protocol, TypeAlias, runtime_checkable
 
 from carbon_callbacks.ledger import Ledger, RunRecorder
-from carbon_callbacks.ledger.location import check_location, default_location
-from carbon_callbacks.policies import Decision
-from carbon_callbacks.records import EpochRecord
+from carbon_callbacks.ledger.location import check_location, default_location, run_location
+from carbon_callbacks.records import EpochRecord, RunEnd
 
 Warn = Callable[..., None]
 """``warn(cause, message, *args)``: one warning per cause (the tracker's warn-once)."""
@@ -104,19 +103,47 @@ class LedgerSink:
         except Exception as exc:  # noqa: BLE001
             self._warn("ledger", "ledger write failed (%s); epochs are not recorded", exc)
 
-    def end(self, stop: Decision | None) -> None:
-        """Record the run's end (and why it stopped early), and close a ledger we opened."""
+    def end(self, end: RunEnd) -> None:
+        """Record how the run ended, and close a ledger we opened."""
         if self._ledger is None or not self.run_id:
             return
         try:
             end_run = getattr(self._ledger, "end_run", None)
             if callable(end_run):
-                end_run(
-                    self.run_id,
-                    stopped_early=stop is not None,
-                    stop_reason=stop.reason if stop else "",
-                )
+                end_run(self.run_id, end=end)
             if self._opened is not None:
                 self._opened.close()
         except Exception as exc:  # noqa: BLE001
             self._warn("ledger", "ledger end of run failed (%s)", exc)
+        self._ledger = None
+
+
+def run_metadata(
+    base: Mapping[str, Any],
+    source: Any,
+    pue: float,
+    meter: Any,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A run's ledger metadata: ``base`` (framework, the user's and the adapter's metadata), the
+    intensity, location, PUE and the meter's methods and sensors, and ``extra`` where set.
+
+    ``extra`` takes what the tracker knows (``monitor``, ``policy``, ``kind``, ``parent_run``);
+    None and "" are left out.
+    """
+    meta: dict[str, Any] = dict(base)
+    meta.setdefault("intensity_source", str(source))
+    location = run_location(source)
+    if location:
+        meta.setdefault("location", location)
+    meta.setdefault("pue", pue)
+    for key, value in extra.items():
+        if value is not None and value != "":
+            meta.setdefault(key, value)
+    methods = getattr(meter, "methods", None)
+    if isinstance(methods, Mapping):
+        meta.setdefault("methods", dict(methods))
+    describe = getattr(meter, "describe", None)
+    if callable(describe):
+        meta.setdefault("hardware", {"sensors": list(describe())})
+    return meta

@@ -1,14 +1,19 @@
-"""A run's running totals and records, and their checkpoint form (``EpochTracker.state_dict``)."""
+"""A run's running totals and records, their checkpoint form (``EpochTracker.state_dict``), what a
+new run continues, and the records and summary built from them."""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from carbon_callbacks.records import JOULES_PER_KWH, EpochRecord, Window
+from carbon_callbacks.records import JOULES_PER_KWH, EpochRecord, RunEnd, RunSummary, Window
 
 STATE_VERSION = 1
+
+EVAL_ENERGY_KEY = "eval_energy_kwh"
+"""Logged next to the record's own keys: the share of the epoch's energy spent in evaluation."""
 
 
 class RunTotals:
@@ -34,6 +39,87 @@ class RunTotals:
         self.co2_g = 0.0
         self.local_energy_kwh = 0.0
         self.resumed_from = ""
+
+    def begin(self, first_epoch: int | None, *, restored: bool, previous_run: str) -> str:
+        """Settle what a new run's totals continue, at its first epoch; returns its parent run.
+
+        - Restored from a checkpoint: the checkpoint's records before ``first_epoch`` are kept
+          (a checkpoint may be an epoch ahead of the weights resumed), and the parent is the
+          run that wrote it.
+        - Not restored, but ``first_epoch`` follows the last record of the previous fit (``fit``
+          again on the same Lightning trainer, Keras ``initial_epoch``), or repeats the epoch it
+          ended inside: the totals go on (the energy of a repeated epoch was spent twice) and
+          the parent is that fit's run.
+        - Otherwise (a new fit from epoch 0, another model): the totals start from zero.
+
+        Args:
+            first_epoch: the run's first epoch, or None if it ended before one started.
+            restored: whether ``load`` was called for this run.
+            previous_run: the ledger run id of the previous fit of this tracker ("" if none).
+
+        Returns:
+            The run this one continues ("" for none).
+        """
+        if restored:
+            if first_epoch is not None:
+                self._keep_before(first_epoch)
+            return self.resumed_from
+        if first_epoch is not None and self.records:
+            last = self.records[-1]
+            # After a fit that ended inside an epoch (its partial record), that epoch is next.
+            if first_epoch == last.epoch + 1 or (last.partial and first_epoch == last.epoch):
+                return previous_run
+        self.clear()
+        return ""
+
+    def add(
+        self,
+        epoch: int,
+        window: Window,
+        local: Mapping[str, float],
+        summed: Mapping[str, float],
+        intensity: tuple[float, str],
+        pue: float,
+        metrics: dict[str, float],
+        *,
+        partial: bool = False,
+    ) -> EpochRecord:
+        """Count one epoch's window (``local``: this process; ``summed``: all ranks) and return
+        its record, whose totals include it."""
+        self.local_energy_kwh += local["joules"] / JOULES_PER_KWH
+        self.energy_kwh += summed["joules"] / JOULES_PER_KWH
+        self.co2_g += summed["co2_g"]
+        record = epoch_record(epoch, window, summed, self, intensity, pue, metrics, partial=partial)
+        self.records.append(record)
+        self.eval_kwh.append(summed["eval_joules"] / JOULES_PER_KWH)
+        return record
+
+    def _keep_before(self, epoch: int) -> None:
+        keep = sum(1 for r in self.records if r.epoch < epoch)
+        if keep == len(self.records):
+            return
+        self.records = self.records[:keep]
+        self.eval_kwh = self.eval_kwh[:keep]
+        last = self.records[-1] if self.records else None
+        energy = last.energy_kwh_total if last else 0.0
+        # This process's share shrinks in proportion (exact in one process, where it is all).
+        share = self.local_energy_kwh / self.energy_kwh if self.energy_kwh > 0 else 1.0
+        self.local_energy_kwh = energy * share
+        self.energy_kwh = energy
+        self.co2_g = last.co2_g_total if last else 0.0
+
+    @property
+    def next_epoch(self) -> int:
+        """The epoch after the last record (0 with none)."""
+        return self.records[-1].epoch + 1 if self.records else 0
+
+    def log_dict(self, record: EpochRecord | None, prefix: str) -> dict[str, float]:
+        """The keys an adapter logs for ``record`` (the last one when None; {} with none)."""
+        if record is None:
+            if not self.records:
+                return {}
+            record = self.records[-1]
+        return {**record.log_dict(prefix), prefix + EVAL_ENERGY_KEY: self.eval_kwh_of(record)}
 
     def eval_kwh_of(self, record: EpochRecord) -> float:
         """The evaluation energy recorded with ``record`` (0 if unknown)."""
@@ -83,6 +169,9 @@ def epoch_record(
     intensity: tuple[float, str],
     pue: float,
     metrics: dict[str, float],
+    *,
+    stage: str = "train",
+    partial: bool = False,
 ) -> EpochRecord:
     """The record of one epoch from its window's (summed) quantities and the run's totals."""
     g_per_kwh, provenance = intensity
@@ -107,6 +196,30 @@ def epoch_record(
         ram_energy_kwh=q["ram"] / JOULES_PER_KWH,
         methods=window.methods,
         metrics=metrics,
-        stage="train",
+        stage=stage,
         pue=pue,
+        partial=partial,
+    )
+
+
+def run_summary(
+    run_id: str,
+    totals: RunTotals,
+    fit_start_wall: float,
+    end: RunEnd,
+    metadata: Mapping[str, Any],
+) -> RunSummary:
+    """The summary of a run that ended as ``end``."""
+    records = totals.records
+    return RunSummary(
+        run_id=run_id,
+        start_wall=records[0].start_wall if records else fit_start_wall,
+        end_wall=records[-1].end_wall if records else time.time(),
+        epochs=tuple(records),
+        energy_kwh=totals.energy_kwh,
+        co2_g=totals.co2_g,
+        stopped_early=end.stopped_early,
+        stop_reason=end.reason if end.status == "stopped" else "",
+        metadata=dict(metadata),
+        end=end,
     )

@@ -1,13 +1,12 @@
 """Per-epoch energy and CO2e bookkeeping shared by every training-loop adapter.
 
 ``EpochTracker`` is the one place where a training run becomes ``EpochRecord``s: it cuts the
-meter's readings into contiguous epoch windows (so the epochs add up to the run, evaluation and
-the gaps between epochs included), measures evaluation separately, turns energy into CO2e with
-the resolved intensity, keeps the running totals, asks the stopping policy, writes each record to
-the ledger as the epoch ends, reports to a trial sink (an Optuna trial, wrapped by the adapter),
-and saves/restores its totals for resumed runs. It knows no ML framework: the Lightning, Keras
-and transformers callbacks only call its hooks at their framework's events and log
-``log_dict()`` through their own channel.
+meter's readings into contiguous epoch windows (``windows.py``), so the epochs add up to the run,
+evaluation and the gaps between epochs included; keeps the totals (``state.py``); asks the
+stopping policy and the trial (``stopping.py``); writes each record to the ledger as the epoch
+ends and reports to a trial sink (``sinks.py``); and ends the run as completed, stopped, failed
+or interrupted, recording the epoch it ended inside (``endings.py``). It knows no ML framework:
+the adapters call its hooks at their framework's events and log ``log_dict()`` their own way.
 
 It never raises into training once constructed: a meter, intensity, ledger, trial or policy
 failure logs one warning per cause and the epoch is recorded with what is known.
@@ -16,111 +15,63 @@ failure logs one warning per cause and the epoch is recorded with what is known.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import FrameType
 from typing import Any
+
+from carbon_callbacks._warn import WarnOnce
 
 # The meter, ledger and intensity modules are imported here, with the adapter, not in the
 # training loop's first hook: `import carbon_callbacks` alone stays light (it loads none of
 # them), and an adapter's hooks do only per-fit work.
 from carbon_callbacks.energy.meter import Meter
 from carbon_callbacks.intensity import IntensitySpec, check_pue, resolve
-from carbon_callbacks.ledger.location import run_location
-from carbon_callbacks.policies import CONTINUE, Decision, Policy
-from carbon_callbacks.records import (
-    JOULES_PER_KWH,
-    EpochRecord,
-    Horizon,
-    RunSummary,
-    Window,
-)
+from carbon_callbacks.policies import Decision, Policy
+from carbon_callbacks.records import EpochRecord, Horizon, RunEnd, RunSummary, Window
+from carbon_callbacks.tracking.arguments import check_arguments
 from carbon_callbacks.tracking.distributed import Reducer, sum_across_ranks
-from carbon_callbacks.tracking.metrics import scalar_metrics
-from carbon_callbacks.tracking.sinks import LedgerSink, LedgerSpec, TrialSink, is_ledger_arg
-from carbon_callbacks.tracking.state import RunTotals, epoch_record
+from carbon_callbacks.tracking.endings import end_for_exception
+from carbon_callbacks.tracking.lifecycle import FitRun
+from carbon_callbacks.tracking.metrics import MissingMonitors, scalar_metrics
+from carbon_callbacks.tracking.passes import EvalPasses
+from carbon_callbacks.tracking.sinks import LedgerSpec, TrialSink, Warn, run_metadata
+from carbon_callbacks.tracking.state import EVAL_ENERGY_KEY, RunTotals, run_summary
+from carbon_callbacks.tracking.stopping import Stopping
 from carbon_callbacks.tracking.windows import EpochWindows, WindowCarbon
 
 logger = logging.getLogger(__name__)
-
-EVAL_ENERGY_KEY = "eval_energy_kwh"
-"""Logged next to the record's own keys: the share of the epoch's energy spent in evaluation."""
 
 LOG_KEYS: tuple[str, ...] = (*EpochRecord.LOG_KEYS, EVAL_ENERGY_KEY)
 """Every key an adapter logs per epoch (before the prefix)."""
 
 
-def _check_arguments(
-    prefix: object,
-    monitor: object,
-    policy: object,
-    meter: object,
-    ledger: object,
-    trial: object,
-    metadata: object,
-) -> None:
-    """Refuse, at construction, an argument of the wrong kind, naming it."""
-    if not isinstance(prefix, str):
-        raise TypeError(f"prefix must be a string such as 'carbon/', got {prefix!r}")
-    if monitor is not None and (not isinstance(monitor, str) or not monitor.strip()):
-        raise ValueError(
-            f"monitor must be the name of a logged metric such as 'val_accuracy', "
-            f"or None; got {monitor!r}"
-        )
-    if policy is not None and not callable(getattr(policy, "decide", None)):
-        raise TypeError(
-            "policy must have a decide(records) -> Decision method (see "
-            f"carbon_callbacks.policies, e.g. CarbonBudget), got {type(policy).__name__}"
-        )
-    if meter is not None and not all(
-        callable(getattr(meter, name, None)) for name in ("start", "mark", "window")
-    ):
-        raise TypeError(
-            "meter must be an EnergyMeter (an object with start(), mark() and "
-            f"window(a, b)), got {type(meter).__name__}"
-        )
-    if not is_ledger_arg(ledger):
-        raise TypeError(
-            "ledger must be None (default ledger), a path or database URL, a Ledger, or "
-            f"False (no ledger); got {type(ledger).__name__}"
-        )
-    if trial is not None and not isinstance(trial, TrialSink):
-        raise TypeError(
-            "trial must be a TrialSink (report, should_prune, raise_pruned); the framework "
-            "callbacks wrap an optuna.Trial into one, "
-            f"got {type(trial).__name__}"
-        )
-    if metadata is not None and not isinstance(metadata, Mapping):
-        raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
-
-
 class EpochTracker:
-    """Turns a training run into per-epoch energy/CO2e records, totals and stop decisions.
+    """Turns a training run into per-epoch energy/CO2e records, totals, stops and an ending.
 
-    Call ``fit_start()`` once, then per epoch ``epoch_start()``, optionally
-    ``eval_start()``/``eval_end()`` around evaluation, ``epoch_end()`` (which returns the
-    record) and ``decide()``; ``fit_end()`` at the end. Each epoch's window runs from the
-    previous epoch's end (or fit start) to this epoch's end, so the epochs' energies add up to
-    the whole run, sanity checks, evaluation and data loading included.
+    Call ``fit_start()``, then per epoch ``epoch_start()``, optionally ``eval_start()``/
+    ``eval_end()`` around evaluation, ``epoch_end()`` (which returns the record) and
+    ``decide()``; ``fit_end()`` at the end, or ``fail(exc)`` when an exception ends the fit.
+    Each epoch's window runs from the previous epoch's end (or fit start) to this epoch's end,
+    so the epochs add up to the run; the epoch a run ends inside becomes a ``partial`` record,
+    so a failed or interrupted run still adds up to what the meter saw until it ended.
+
+    A fit whose first epoch follows this tracker's last record (``fit`` again on the same
+    trainer, Keras ``initial_epoch``) continues the ``*_total`` figures, as a resumed one does;
+    in the ledger each fit is a run, whose ``parent_run`` is the run it continues.
 
     Args:
-        intensity: Carbon intensity: None (environment, else world average with a warning), a
-            number in gCO2e/kWh, a country/zone/cloud-region code such as ``"FR"`` or
-            ``"gcp:europe-west1"``, or an ``IntensitySource``.
-        policy: A stopping rule, any ``Policy`` (``decide(records) -> Decision``; see
-            ``carbon_callbacks.policies``), or None to never stop.
-        monitor: The metric to record with each epoch's energy (e.g. ``"val_accuracy"``); a
-            warning at the first epoch names the metrics that exist if it is never logged.
+        intensity: None (environment, else world average with a warning), gCO2e/kWh, a
+            country/zone/cloud-region code such as ``"FR"``, or an ``IntensitySource``.
+        policy: A stopping rule with ``decide(records) -> Decision``, or None to never stop.
+        monitor: The metric to record with each epoch's energy (e.g. ``"val_accuracy"``).
         prefix: Prepended to every logged key (``"carbon/"`` gives ``carbon/co2_g``).
         pue: Data-centre power usage effectiveness applied to CO2e (1.0: measured energy only).
-        meter: A ``Meter`` such as ``EnergyMeter``; None builds a process-scope
-            ``EnergyMeter`` at ``fit_start``.
-        ledger: None for the default ledger (``$CARBON_CALLBACKS_LEDGER`` or the per-user
-            file), a path or database URL, a ``Ledger`` (any ``RunRecorder``), or False for
-            no ledger.
+        meter: An ``EnergyMeter``; None builds a process-scope one at ``fit_start``.
+        ledger: None for the default ledger, a path or database URL, a ``Ledger``, or False.
         framework: Recorded in the ledger (``"lightning"``, ``"keras"``...).
-        trial: A ``TrialSink`` (an Optuna trial as the framework callbacks wrap it) to report
-            cumulative CO2e (and the monitored metric) to, and to ask whether to prune.
+        trial: A ``TrialSink`` to report cumulative CO2e to and ask whether to prune.
         metadata: Extra run metadata for the ledger (project, team, hyperparameters...).
 
     Raises:
@@ -131,17 +82,13 @@ class EpochTracker:
 
         tracker = EpochTracker(intensity="FR", policy=CarbonBudget(max_co2_g=50))
         tracker.fit_start({"framework": "mine"})
-        for epoch in range(10):
+        for epoch in range(10):  # on an exception: tracker.fail(exc), then raise it
             tracker.epoch_start(epoch)
-            train_one_epoch()
-            tracker.eval_start(); acc = evaluate(); tracker.eval_end()
-            record = tracker.epoch_end(epoch, {"val_accuracy": acc})
-            my_logger.log(tracker.log_dict())
+            tracker.epoch_end(epoch, {"val_accuracy": train_and_evaluate()})
             if tracker.decide().stop:
                 break
         summary = tracker.fit_end()
     """
-
 
     def __init__(
         self,
@@ -157,160 +104,119 @@ class EpochTracker:
         trial: TrialSink | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        _check_arguments(prefix, monitor, policy, meter, ledger, trial, metadata)
+        check_arguments(prefix, monitor, policy, meter, ledger, trial, metadata)
         self.pue = check_pue(pue)
         self.source = resolve(intensity)
-        self.policy = policy
         self.monitor = monitor
         self.prefix = prefix
         self.framework = framework
-        self.trial = trial
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._ledger_arg = ledger
-        self._warned: set[str] = set()
+        self._warn: Warn = _prefixed(WarnOnce(logger))
+        self._carbon_for = functools.partial(WindowCarbon, self.source, self.pue, self._warn)
         self._windows = EpochWindows(meter, self._warn)
         self._totals = RunTotals()
-        self._active = False
-        self._restored = False
-        self._reset_fit()
-
-    def _reset_fit(self) -> None:
-        self._windows.reset()
-        self._carbon = WindowCarbon(self.source, self.pue, self._warn)
-        self._ledger = LedgerSink(self._ledger_arg, self._warn)
-        self._primary = True
-        self._monitor_checked = False
-        self._stop: Decision | None = None
-        self._pruned = False
-        self._summary: RunSummary | None = None
+        self._stopping = Stopping(policy, trial, self._warn)
+        self.evaluation = EvalPasses(meter, self._carbon_for, ledger, self._warn, self._describe)
+        """Evaluation passes after a fit, each measured as a run of its own."""
+        self.run = FitRun(id(self), ledger, self._warn)
+        """The current fit: ``active``, ``end``, its ledger run and its ``sections``."""
+        self._carbon = self._carbon_for()
+        self._monitors = MissingMonitors(logger)
 
     # ------------------------------------------------------------------ state
 
     @property
+    def policy(self) -> Any:
+        """The stopping rule (None: never stop)."""
+        return self._stopping.policy
+
+    @property
     def records(self) -> tuple[EpochRecord, ...]:
-        """The run's training epoch records so far (summed over processes under DDP)."""
+        """The run's epoch records (summed over processes under DDP), resumed ones included."""
         return tuple(self._totals.records)
 
     @property
-    def energy_kwh_total(self) -> float:
-        """kWh since fit start (all processes), resumed runs included."""
-        return self._totals.energy_kwh
-
-    @property
-    def co2_g_total(self) -> float:
-        """Grams CO2e since fit start (all processes), resumed runs included."""
-        return self._totals.co2_g
-
-    @property
-    def local_energy_kwh_total(self) -> float:
-        """kWh measured by this process alone since fit start (before any cross-rank sum)."""
-        return self._totals.local_energy_kwh
+    def totals(self) -> RunTotals:
+        """The run's totals (``energy_kwh``, ``co2_g``, ``local_energy_kwh``); read only."""
+        return self._totals
 
     @property
     def run_id(self) -> str:
-        """The ledger run id ("" without a ledger or on non-zero ranks)."""
-        return self._ledger.run_id
+        """The fit's ledger run id ("" without a ledger, on non-zero ranks, or before epoch 0)."""
+        return self.run.ledger.run_id
 
     @property
     def stop_decision(self) -> Decision | None:
         """The decision that stopped the run, or None while it goes on."""
-        return self._stop
+        return self._stopping.decision
 
     @property
     def pruned(self) -> bool:
         """True when the trial asked to be pruned."""
-        return self._pruned
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        """The logged key names, prefix included."""
-        return tuple(self.prefix + k for k in LOG_KEYS)
-
-    @property
-    def monitors(self) -> tuple[str, ...]:
-        """Metric names this run depends on: ``monitor`` and the policy's ``monitor``."""
-        names = [self.monitor, getattr(self.policy, "monitor", None)]
-        return tuple(dict.fromkeys(n for n in names if isinstance(n, str) and n))
+        return self._stopping.pruned
 
     def run_window(self) -> Window | None:
-        """This process's energy from fit start to the last epoch end, in one window.
-
-        The per-epoch windows are contiguous, so their energies add up to this one.
-        """
+        """This process's energy from fit start to the last boundary (the epochs add up to it)."""
         return self._windows.run_window()
 
     def state_dict(self) -> dict[str, Any]:
-        """Totals and records, JSON-ready, for checkpoints.
-
-        The policies keep no state of their own: they decide from these records, so a resumed
-        run decides as an uninterrupted one would.
-        """
+        """Totals and records, JSON-ready, for checkpoints (policies decide from the records)."""
         return self._totals.to_state(self.run_id)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore totals and records saved by ``state_dict()`` (resume from a checkpoint).
-
-        Works before or after ``fit_start()``: the next epoch continues the totals.
+        """Restore ``state_dict()``'s totals (resume): the run's first epoch continues them.
 
         Raises:
             ValueError: A state written by a newer, incompatible version.
         """
         self._totals.load(state)
-        self._restored = not self._active
+        self.run.restored()
 
     # ------------------------------------------------------------------ hooks
 
-    def fit_start(self, metadata: Mapping[str, Any] | None = None, *, primary: bool = True) -> None:
-        """Start measuring a run (restarts the meter if this tracker owns it).
+    def fit_start(
+        self, metadata: Mapping[str, Any] | None = None, *, primary: bool = True,
+        frame: FrameType | None = None, ender: Callable[[RunEnd], Any] | None = None,
+    ) -> None:
+        """Start measuring a fit; runs whose fit is gone (this tracker's included) are ended.
 
         Args:
             metadata: Run metadata for the ledger, merged over the constructor's.
-            primary: False on non-zero DDP ranks: they measure and reduce but do not write the
-                ledger or report to the trial.
+            primary: False on non-zero DDP ranks (they write no ledger, report to no trial).
+            frame: The framework's frame running the fit: once it is gone, a run no hook
+                ended is ended by the next fit start (or at exit).
+            ender: What ends the fit then (default ``fit_end``): an adapter's own, to undo
+                what it set up for the fit as well.
         """
-        if self._active:
-            self.fit_end()
-        if not self._restored:
-            self._totals.clear()
-        self._restored = False
-        self._reset_fit()
-        self._active = True
-        self._primary = primary
-        self._windows.start()
-        if primary:
-            self._ledger.start(lambda: self._run_metadata(metadata))
-
-    def _run_metadata(self, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-        meta: dict[str, Any] = {"framework": self.framework, **self.metadata}
-        meta.update(metadata or {})
-        meta.setdefault("intensity_source", str(self.source))
-        location = run_location(self.source)
-        if location:
-            meta.setdefault("location", location)
-        meta.setdefault("pue", self.pue)
-        if self.monitor:
-            meta.setdefault("monitor", self.monitor)
-        if self.policy is not None:
-            meta.setdefault("policy", repr(self.policy))
-        if self._totals.resumed_from:
-            meta.setdefault("resumed_from", self._totals.resumed_from)
-        meter = self._windows.meter
-        methods = getattr(meter, "methods", None)
-        if isinstance(methods, Mapping):
-            meta.setdefault("methods", dict(methods))
-        describe = getattr(meter, "describe", None)
-        if callable(describe):
-            meta.setdefault("hardware", {"sensors": list(describe())})
-        return meta
+        with self.run.sections.section():
+            self.run.start(ender or self.fit_end, frame, primary=primary, metadata=metadata)
+            self._windows.reset()
+            self._carbon = self._carbon_for()
+            self._stopping.reset()
+            self._monitors.rearm()
+            self._windows.start()
 
     def epoch_start(self, epoch: int) -> None:
-        """Mark the start of a training epoch (starts the run if ``fit_start`` was missed)."""
-        if not self._active:
+        """Mark the start of a training epoch; the fit's first opens its ledger run."""
+        if not self.run.active:
             self.fit_start()
+        if not self.run.opened:
+            self.run.open(epoch, self._totals, self._describe)
+        self.run.in_epoch, self.run.epoch = True, int(epoch)
+
+    def _describe(self, kind: str, metadata: Mapping[str, Any] | None, **extra: Any) -> dict:
+        base = {"framework": self.framework, **self.metadata, **(metadata or {})}
+        if kind != "fit":  # an evaluation pass: of the last fit, after its last epoch
+            last = self._totals.next_epoch - 1
+            extra.update(parent_run=self.run.previous_run, after_epoch=last if last >= 0 else None)
+        policy = repr(self.policy) if self.policy is not None else None
+        return run_metadata(base, self.source, self.pue, self._windows.meter, kind=kind,
+                            monitor=self.monitor, policy=policy, **extra)
 
     def eval_start(self) -> None:
         """Mark the start of evaluation; its energy is reported as ``eval_energy_kwh``."""
-        if self._active:
+        if self.run.active:
             self._windows.eval_start()
 
     def eval_end(self) -> None:
@@ -330,162 +236,91 @@ class EpochTracker:
         Args:
             epoch: The epoch index (0-based, as the framework counts).
             metrics: The framework's metrics at this point (tensors are fine); scalars are kept.
-            reduce: Under DDP, a function summing a vector of floats across processes; the
-                record then holds the sum over all processes (never the average).
+            reduce: Under DDP, sums a vector of floats across processes (the record is the sum).
             horizon: What the adapter read of the run's future (max_epochs, the learning
                 rates its schedule will set), kept on the record for the policy.
-
-        Returns:
-            The epoch's record (all processes).
         """
-        if not self._active:
-            self.fit_start()
+        if not self.run.active or not self.run.opened:
+            self.epoch_start(epoch)
+        with self.run.sections.section():
+            own = {self.prefix + k for k in LOG_KEYS} | set(LOG_KEYS)
+            kept = {k: v for k, v in scalar_metrics(metrics).items() if k not in own}
+            record = self._close_window(epoch, kept, reduce)
+            if horizon is not None:
+                record = self._totals.records[-1] = dataclasses.replace(record, horizon=horizon)
+            if self.run.primary:
+                self.run.ledger.add(record)
+            self._monitors.check(record, (self.monitor, getattr(self.policy, "monitor", None)), own)
+            if self.run.primary:
+                self._stopping.report(record, self.monitor)
+            return record
+
+    def _close_window(
+        self, epoch: int, metrics: dict[str, float], reduce: Reducer | None, partial: bool = False
+    ) -> EpochRecord:
         if self._windows.evaluating:  # evaluation still open: close it at the boundary
             self._windows.eval_end()
         window, eval_joules = self._windows.close()
         local = self._carbon.quantities(window, eval_joules)
-        totals = self._totals
-        totals.local_energy_kwh += local["joules"] / JOULES_PER_KWH
-        summed = local
-        if reduce is not None:
-            try:
-                summed = sum_across_ranks(local, reduce)
-            except Exception as exc:  # noqa: BLE001 - fall back to this process's share
-                self._warn("reduce", "summing energy across processes failed (%s)", exc)
-        totals.energy_kwh += summed["joules"] / JOULES_PER_KWH
-        totals.co2_g += summed["co2_g"]
-        own = set(self.keys) | set(LOG_KEYS)
-        kept = {k: v for k, v in scalar_metrics(metrics).items() if k not in own}
-        record = epoch_record(epoch, window, summed, totals, self._carbon.last, self.pue, kept)
-        if horizon is not None:
-            record = dataclasses.replace(record, horizon=horizon)
-        totals.records.append(record)
-        totals.eval_kwh.append(summed["eval_joules"] / JOULES_PER_KWH)
-        self._check_monitor(record)
-        if self._primary:
-            self._ledger.add(record)
-            self._report_trial(record)
+        summed = sum_across_ranks(local, reduce, self._warn)
+        record = self._totals.add(epoch, window, local, summed, self._carbon.last, self.pue,
+                                  metrics, partial=partial)
+        self.run.in_epoch = False
         return record
-
-    def _check_monitor(self, record: EpochRecord) -> None:
-        if self._monitor_checked:
-            return
-        self._monitor_checked = True
-        own = set(self.keys) | set(LOG_KEYS)
-        for name in self.monitors:
-            if name not in record.metrics and name not in own:
-                available = ", ".join(sorted(record.metrics)) or "none"
-                logger.warning(
-                    "monitor %r was not logged by the end of epoch %d; the metrics that exist "
-                    "are: %s. Log it, or pass one of these as monitor.",
-                    name,
-                    record.epoch,
-                    available,
-                )
-
-    def _report_trial(self, record: EpochRecord) -> None:
-        if self.trial is None:
-            return
-        value = record.metric(self.monitor) if self.monitor else None
-        try:
-            self.trial.report(record, value)
-        except Exception as exc:  # noqa: BLE001
-            self._warn("trial", "reporting CO2e to the Optuna trial failed (%s)", exc)
 
     def log_dict(self, record: EpochRecord | None = None) -> dict[str, float]:
         """The keys to log for an epoch (the last one by default), prefix included."""
-        if record is None:
-            if not self._totals.records:
-                return {}
-            record = self._totals.records[-1]
-        out = record.log_dict(self.prefix)
-        out[self.prefix + EVAL_ENERGY_KEY] = self._totals.eval_kwh_of(record)
-        return out
+        return self._totals.log_dict(record, self.prefix)
 
     def decide(self) -> Decision:
-        """Ask the policy (and the Optuna trial) whether to stop after the last epoch.
+        """Ask the policy (then the trial, on the primary process) whether to stop now."""
+        return self._stopping.decide(self._totals.records, ask_trial=self.run.primary)
 
-        Returns:
-            ``Decision(stop=True, reason)`` to stop; the reason is logged once and stored in
-            the ledger at ``fit_end``. A pruned trial also sets ``pruned``.
-        """
-        if self._stop is not None:
-            return self._stop
-        decision = CONTINUE
-        if self.policy is not None and self._totals.records:
-            try:
-                decision = self.policy.decide(tuple(self._totals.records))
-            except Exception as exc:  # noqa: BLE001 - a broken rule must not end training
-                self._warn("policy", "stopping policy failed (%s); training goes on", exc)
-                decision = CONTINUE
-        if not decision.stop and self.trial is not None and self._primary and self._totals.records:
-            try:
-                if self.trial.should_prune():
-                    epoch = self._totals.records[-1].epoch
-                    number = getattr(self.trial, "number", "?")
-                    decision = Decision(True, f"Optuna pruned trial {number} at epoch {epoch}")
-                    self._pruned = True
-            except Exception as exc:  # noqa: BLE001
-                self._warn("trial-prune", "cannot ask the Optuna trial to prune (%s)", exc)
-        if decision.stop:
-            self.stopped(decision)
-        return decision
-
-    def stopped(self, decision: Decision) -> None:
-        """Record that the run stops for ``decision`` (adapters call it for agreed stops)."""
-        if self._stop is None:
-            self._stop = decision
-            logger.info("carbon-callbacks: stopping training: %s", decision.reason)
+    def stopped(self, decision: Decision, by: str = "policy") -> None:
+        """Record that the run stops for ``decision``, asked by ``by`` (``records.STOPPED_BY``)."""
+        self._stopping.stop(decision, by)
 
     def check_pruned(self) -> None:
-        """Raise the trial's "pruned" exception if it asked to be pruned (call after fit).
+        """Raise the trial's "pruned" exception (``optuna.TrialPruned``) if it asked to be."""
+        self._stopping.check_pruned()
 
-        Raises:
-            optuna.TrialPruned: The (Optuna) trial was pruned.
+    def fail(self, exc: BaseException) -> RunSummary:
+        """End the fit for ``exc`` (failed, interrupted, or pruned) and return the summary."""
+        return self.fit_end(end_for_exception(exc))
+
+    def fit_end(self, end: RunEnd | None = None) -> RunSummary:
+        """End the fit: close the epoch it ended inside, stop the meter, end the ledger run.
+
+        Args:
+            end: How it ended; default: stopped as ``decide()``/``stopped()`` said, else
+                completed. Only the first call of a fit counts.
         """
-        if self._pruned and self.trial is not None:
-            self.trial.raise_pruned(self._stop.reason if self._stop else "pruned")
-
-    def fit_end(self) -> RunSummary:
-        """Finish the run: stop the meter if this tracker started it, close the ledger run.
-
-        Returns:
-            The run's summary (totals are the sum of the epochs, resumed epochs included).
-        """
-        if not self._active:
-            if self._summary is None:
-                self._summary = self._make_summary()
-            return self._summary
-        self._active = False
-        self._windows.stop()
-        self._ledger.end(self._stop)
-        self._summary = self._make_summary()
-        return self._summary
-
-    def _make_summary(self) -> RunSummary:
-        stop = self._stop
-        records = self._totals.records
-        return RunSummary(
-            run_id=self.run_id,
-            start_wall=records[0].start_wall if records else self._windows.fit_start_wall,
-            end_wall=records[-1].end_wall if records else time.time(),
-            epochs=tuple(records),
-            energy_kwh=self._totals.energy_kwh,
-            co2_g=self._totals.co2_g,
-            stopped_early=stop is not None,
-            stop_reason=stop.reason if stop else "",
-            metadata={"framework": self.framework, **self.metadata},
-        )
+        run = self.run
+        if run.active:
+            with run.sections.section():
+                end = end or self._stopping.end()
+                if not run.opened:
+                    run.open(None, self._totals, self._describe)
+                partial = None
+                if run.in_epoch or end.status in ("failed", "interrupted"):
+                    epoch = run.epoch if run.in_epoch else self._totals.next_epoch
+                    partial = self._close_window(epoch, {}, None, partial=True)  # not reduced:
+                self._windows.stop()  # other ranks may be gone; the meter stops before we write
+                if partial is not None and run.primary:
+                    run.ledger.add(partial)
+                run.finish(end)
+        return run_summary(self.run_id, self._totals, self._windows.fit_start_wall,
+                           run.end or RunEnd(), {"framework": self.framework, **self.metadata})
 
     def warn_once(self, cause: str, message: str, *args: Any) -> None:
-        """Log a warning the first time ``cause`` fails in this tracker, and never again.
-
-        Adapters use it for failures that must not end training (a logger refusing our keys).
-        """
+        """Log a warning the first time ``cause`` fails in this tracker (adapters' failures)."""
         self._warn(cause, message, *args)
 
-    def _warn(self, cause: str, message: str, *args: Any) -> None:
-        if cause in self._warned:
-            return
-        self._warned.add(cause)
-        logger.warning("carbon-callbacks: " + message, *args)
+
+def _prefixed(warned: WarnOnce) -> Warn:
+    """The tracker's warn-once with the package's prefix (it holds no reference to the tracker)."""
+
+    def warn(cause: str, message: str, *args: Any) -> None:
+        warned(cause, "carbon-callbacks: " + message, *args)
+
+    return warn

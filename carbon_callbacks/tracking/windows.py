@@ -50,16 +50,19 @@ class EpochWindows:
 
     def start(self) -> None:
         """Start the meter unless it runs already, and take the run's first boundary."""
+        first = None
         try:
             if self.meter is None:
                 self.meter = EnergyMeter()
             if not getattr(self.meter, "running", False):
                 self.meter.start()
                 self._started_meter = True
+                # The meter's own start reading: the windows then add up to its whole span.
+                first = getattr(self.meter, "start_reading", None)
         except Exception as exc:  # noqa: BLE001 - training goes on unmeasured
             self._warn("meter", "energy meter could not start (%s); energy is logged as 0", exc)
             return
-        self._start = self._boundary = self.mark()
+        self._start = self._boundary = first if isinstance(first, Reading) else self.mark()
 
     def stop(self) -> None:
         """Stop the meter if ``start()`` started it."""

@@ -65,8 +65,8 @@ def main(out: str) -> None:
     report = {
         "rank": args.process_index,
         "world_size": args.world_size,
-        "local_energy_kwh_total": carbon.tracker.local_energy_kwh_total,
-        "energy_kwh_total": carbon.tracker.energy_kwh_total,
+        "local_energy_kwh_total": carbon.tracker.totals.local_energy_kwh,
+        "energy_kwh_total": carbon.tracker.totals.energy_kwh,
         "entries": [e for e in trainer.state.log_history if "co2_g" in e],
         "run_id": carbon.tracker.run_id,
     }

@@ -125,7 +125,7 @@ def test_reduce_sums_every_additive_quantity_across_processes():
     assert record.co2_g == pytest.approx(2 * 3636 / JOULES_PER_KWH * INTENSITY)
     assert record.power_w == pytest.approx(2 * 363.6)
     assert record.intensity_g_per_kwh == pytest.approx(INTENSITY)  # not summed
-    assert tracker.local_energy_kwh_total == pytest.approx(3636 / JOULES_PER_KWH)
+    assert tracker.totals.local_energy_kwh == pytest.approx(3636 / JOULES_PER_KWH)
     assert len(seen) == 1
 
 
