@@ -149,8 +149,9 @@ def identity(location: str) -> str:
         return redact(location)
     # Only the query keys that choose the server (a socket folder, a service name) stay.
     query = {k: v for k, v in parsed.query.items() if k in ("host", "port", "service", "dbname")}
-    where = parsed.set(
-        drivername=parsed.get_backend_name(), username=None, password=None, query=query
+    # set() takes a plain dict for the query but ignores None, so the credentials go by _replace.
+    where = parsed.set(drivername=parsed.get_backend_name(), query=query)._replace(
+        username=None, password=None
     )
     return where.render_as_string(hide_password=False)
 
