@@ -28,7 +28,7 @@ from figures import HERE, PYTHON, REPO, log  # noqa: E402
 
 # Cheap and quiet ones first, the accuracy run (many concurrent processes) last of ours.
 ORDER = ("core", "intensity", "startup", "overhead", "fallback", "accuracy", "forecast",
-         "stopping", "pruning", "serve")
+         "stopping", "pruning", "serve", "ledger")
 TIMEOUT_S = 1800  # a shared machine can double a section's time
 
 

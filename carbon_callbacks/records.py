@@ -337,6 +337,70 @@ class EpochRecord:
         return d
 
     @classmethod
+    def build(
+        cls,
+        *,
+        epoch: int,
+        start_wall: float,
+        end_wall: float,
+        energy_kwh: float,
+        co2_g: float,
+        seconds: float | None = None,
+        energy_kwh_low: float | None = None,
+        energy_kwh_high: float | None = None,
+        co2_g_low: float | None = None,
+        co2_g_high: float | None = None,
+        energy_kwh_total: float | None = None,
+        co2_g_total: float | None = None,
+        power_w: float | None = None,
+        intensity_g_per_kwh: float | None = None,
+        **fields: Any,
+    ) -> EpochRecord:
+        """The one way a record is made: every figure a float, and what is not given derived.
+
+        Not given: ``seconds`` is the wall span; a range (``_low``/``_high``) is the value
+        itself (no range known); the totals are the record's own figures (a run of one
+        record); ``power_w`` is the mean power over ``seconds`` (0 for an empty span);
+        ``intensity_g_per_kwh`` is ``co2_g / energy_kwh`` (0 without energy). Any other field
+        (``intensity_source``, the per-component kWh, ``methods``, ``metrics``, ``stage``,
+        ``pue``...) is passed as given, ``methods`` and ``metrics`` copied as plain dicts.
+
+        Raises:
+            TypeError: for a field ``EpochRecord`` does not have.
+        """
+        kwh, g = float(energy_kwh), float(co2_g)
+        span = float(end_wall) - float(start_wall) if seconds is None else float(seconds)
+        for name in ("cpu_energy_kwh", "gpu_energy_kwh", "ram_energy_kwh", "pue"):
+            value = fields.get(name)
+            if value is not None:
+                fields[name] = float(value)
+        if fields.get("methods") is not None:
+            fields["methods"] = dict(fields["methods"])
+        if fields.get("metrics") is not None:
+            fields["metrics"] = {k: float(v) for k, v in fields["metrics"].items()}
+        return cls(
+            epoch=int(epoch),
+            start_wall=float(start_wall),
+            end_wall=float(end_wall),
+            seconds=span,
+            energy_kwh=kwh,
+            energy_kwh_low=kwh if energy_kwh_low is None else float(energy_kwh_low),
+            energy_kwh_high=kwh if energy_kwh_high is None else float(energy_kwh_high),
+            co2_g=g,
+            co2_g_low=g if co2_g_low is None else float(co2_g_low),
+            co2_g_high=g if co2_g_high is None else float(co2_g_high),
+            energy_kwh_total=kwh if energy_kwh_total is None else float(energy_kwh_total),
+            co2_g_total=g if co2_g_total is None else float(co2_g_total),
+            power_w=(kwh * JOULES_PER_KWH / span if span > 0 else 0.0)
+            if power_w is None
+            else float(power_w),
+            intensity_g_per_kwh=(g / kwh if kwh > 0 else 0.0)
+            if intensity_g_per_kwh is None
+            else float(intensity_g_per_kwh),
+            **fields,
+        )
+
+    @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EpochRecord:
         """Rebuild a record from ``to_dict()`` output, ignoring unknown keys."""
         names = {f.name for f in dataclasses.fields(cls)}

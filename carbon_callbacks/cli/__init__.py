@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         "spool", parents=[ledger_opt], help="records kept while the ledger was unavailable"
     )
     p.add_argument("action", choices=("flush", "status"))
+    p.add_argument(
+        "spool_file",
+        nargs="?",
+        metavar="SPOOL",
+        help="a spool file to write to --ledger (default: the ledger's own spools)",
+    )
     p.set_defaults(func=commands.cmd_spool)
 
     p = sub.add_parser(

@@ -23,14 +23,28 @@ class CliError(Exception):
     """An expected failure the CLI reports as one line, without a traceback."""
 
 
-def _ledger(args: argparse.Namespace) -> Ledger:
-    """The command's ledger; ``main`` closes it when the command ends, however it ends."""
-    from carbon_callbacks.ledger import Ledger
+def _ledger(args: argparse.Namespace, *, reading: bool = False) -> Ledger:
+    """The command's ledger; ``main`` closes it when the command ends, however it ends.
+
+    With ``reading``, a SQLite file named by ``--ledger`` or ``$CARBON_CALLBACKS_LEDGER``
+    that does not exist is an error (a mistyped path), not an empty ledger.
+    """
+    from carbon_callbacks.ledger import ENV_LEDGER, Ledger
+    from carbon_callbacks.ledger.location import default_data_dir, sqlite_path
 
     try:
         ledger = Ledger.open(args.ledger)
     except ValueError as exc:
         raise CliError(f"--ledger: {exc}") from exc
+    named = "--ledger" if args.ledger is not None else None
+    if named is None and os.environ.get(ENV_LEDGER, "").strip():
+        named = f"${ENV_LEDGER}"
+    path = sqlite_path(ledger.location)
+    if reading and named and path is not None and not path.exists():
+        raise CliError(
+            f"no ledger file at {path} (from {named}); check the path, or leave it out for "
+            f"the default ledger in {default_data_dir()}"
+        )
     return args.resources.enter_context(ledger)
 
 
@@ -90,7 +104,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from carbon_callbacks.reports import runs_rows
 
-    ledger = _ledger(args)
+    ledger = _ledger(args, reading=True)
     runs = _runs_or_fail(
         ledger, project=args.project, team=args.team, user=args.user, since=args.since
     )
@@ -101,7 +115,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
         print(json.dumps([r.to_dict() for r in runs], indent=2, default=str))
         return 0
-    _print(*runs_rows(runs), args.format)
+    # Readable units in the table; CSV keeps numbers in base units, as `report` does.
+    _print(*runs_rows(runs, readable=args.format == "table"), args.format)
     return 0
 
 
@@ -112,7 +127,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     bad = [k for k in by if k not in GROUP_KEYS]
     if bad:
         raise CliError(f"--by: cannot group by {bad[0]!r}; choose from {', '.join(GROUP_KEYS)}")
-    ledger = _ledger(args)
+    ledger = _ledger(args, reading=True)
     runs = _runs_or_fail(
         ledger,
         project=args.project,
@@ -145,20 +160,50 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    from carbon_callbacks.reports import epochs_rows, run_summary_text
+SHOW_SAMPLE = 1000
+"""Records ``show`` holds at once: enough to choose the metric and the table's column widths."""
 
-    ledger = _ledger(args)
+
+def cmd_show(args: argparse.Namespace) -> int:
+    import itertools
+
+    from carbon_callbacks.reports import (
+        choose_monitor,
+        epoch_cells,
+        epochs_headers,
+        run_summary_text,
+        stream_render,
+    )
+
+    ledger = _ledger(args, reading=True)
     run = ledger.run(args.run)
-    records = ledger.epochs(run.run_id)
-    monitor = args.monitor or run.metadata.get("monitor")
+    preferred = args.monitor or run.metadata.get("monitor")
+    # The records are read as they are printed, so a run of any length takes the same memory.
+    records = ledger.iter_epochs(run.run_id)
+    head = list(itertools.islice(records, SHOW_SAMPLE))
+    names: dict[str, None] = {}
+    stages = set()
+    for rec in head:
+        names.update(dict.fromkeys(rec.metrics))
+        stages.add(rec.stage)
+    settled = preferred in names if preferred else "val_acc" in names
+    if len(head) == SHOW_SAMPLE and not (settled and "train" in stages):
+        # Which metric to show (see choose_monitor), or whether the run has training records,
+        # may depend on records past the first ones: one more pass, keeping only the names.
+        for rec in ledger.iter_epochs(run.run_id):
+            names.update(dict.fromkeys(rec.metrics))
+            stages.add(rec.stage)
+    monitor = choose_monitor(list(names), preferred)
     if args.format == "table":
         print(run_summary_text(run))
         print()
-        if not records:
+        if not head:
             print("(no epoch records)")
             return 0
-    _print(*epochs_rows(records, monitor), args.format)
+    rows = epoch_cells(itertools.chain(head, records), monitor, train_only="train" in stages)
+    out = sys.stdout
+    for text in stream_render(epochs_headers(monitor), rows, args.format, sample=SHOW_SAMPLE):
+        out.write(text)
     return 0
 
 
@@ -168,7 +213,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     out = Path(args.output or f"carbon-{args.run}.png")
     _check_writable(out)
-    ledger = _ledger(args)
+    ledger = _ledger(args, reading=True)
     run = ledger.run(args.run)
     records = ledger.epochs(run.run_id)
     if not records:
@@ -195,7 +240,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_compare_regions(args: argparse.Namespace) -> int:
     from carbon_callbacks.reports import compare_regions, format_grams, regions_rows
 
-    ledger = _ledger(args)
+    ledger = _ledger(args, reading=True)
     run = ledger.run(args.run)
     records = ledger.epochs(run.run_id)
     if not records:
@@ -239,7 +284,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from carbon_callbacks.ledger import export_csv, export_jsonl, select_runs
 
-    ledger = _ledger(args)
+    ledger = _ledger(args, reading=True)
     # One runs() query: every --run id is resolved against it before anything is written.
     runs = select_runs(ledger, args.run or None, runs=_runs_or_fail(ledger))
     if args.output and args.output != "-":
@@ -254,7 +299,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_spool(args: argparse.Namespace) -> int:
-    ledger = _ledger(args)
+    from carbon_callbacks.ledger import Ledger
+
+    if args.spool_file is not None and not Path(args.spool_file).is_file():
+        raise CliError(f"no spool file at {args.spool_file}")
+    try:
+        ledger = Ledger.open(args.ledger, spool=args.spool_file)
+    except ValueError as exc:
+        raise CliError(f"--ledger: {exc}") from exc
+    ledger = args.resources.enter_context(ledger)
     pending = ledger.spooled()
     if args.action == "status":
         print(f"{pending} spooled write{'s' if pending != 1 else ''} in {ledger.spool_path}")

@@ -11,6 +11,16 @@ class LedgerUnavailable(LedgerError):
     """The store cannot be reached or written right now; writes go to the spool meanwhile."""
 
 
+class LedgerDamaged(LedgerUnavailable):
+    """The SQLite file a writer was writing is no longer what it wrote: truncated, overwritten,
+    replaced or deleted underneath it.
+
+    SQLite would go on accepting rows from its page cache into a file that no longer holds
+    them, so the writer copies what its open connection can still read to the spool (see
+    ``SqliteStore.salvage``) and writes nothing more to that file.
+    """
+
+
 class LedgerRejected(LedgerError):
     """The store is up but refused the rows (a constraint or a value it cannot hold).
 

@@ -1,5 +1,5 @@
-"""Runs in and out of the ledger: CodeCarbon CSV and our JSONL in, JSONL and CSV out, and an
-``EnergyMeter`` window as a run of its own.
+"""Runs in and out of the ledger: CodeCarbon CSV (read by ``codecarbon.py``) and our JSONL in,
+JSONL and CSV out, and an ``EnergyMeter`` window as a run of its own.
 
 Readers return ``(metadata, records)`` pairs, which ``Ledger.import_runs`` writes with their
 ids kept, so importing the same file twice adds nothing.
@@ -8,7 +8,6 @@ ids kept, so importing the same file twice adds nothing.
 from __future__ import annotations
 
 import json
-import math
 import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.ledger import schema
+from carbon_callbacks.ledger.codecarbon import read_codecarbon_csv
 from carbon_callbacks.ledger.errors import LedgerError
 from carbon_callbacks.ledger.location import run_location
 from carbon_callbacks.ledger.runs import RunInfo, select_runs
@@ -78,20 +78,17 @@ def window_run(
 
     source = resolve(intensity)
     em = emissions(window, source, pue)
-    kwh = window.kwh
-    record = EpochRecord(
+    record = EpochRecord.build(
         epoch=0,
         start_wall=window.start_wall,
         end_wall=window.end_wall,
         seconds=window.seconds,
-        energy_kwh=kwh,
+        energy_kwh=window.kwh,
         energy_kwh_low=window.low / JOULES_PER_KWH,
         energy_kwh_high=window.high / JOULES_PER_KWH,
         co2_g=em.g,
         co2_g_low=em.low,
         co2_g_high=em.high,
-        energy_kwh_total=kwh,
-        co2_g_total=em.g,
         power_w=window.power_w,
         intensity_g_per_kwh=em.intensity_g_per_kwh,
         intensity_source=em.provenance,
@@ -114,141 +111,6 @@ def window_run(
         meta["location"] = location
     meta.update(metadata or {})
     return meta, record
-
-
-# Column names as CodeCarbon writes them (codecarbon/output_methods/emissions_data.py,
-# ``EmissionsData``): energies in kWh, ``emissions`` in kg CO2e, ``duration`` in seconds,
-# ``timestamp`` the local time the row was written (the end of the run).
-CODECARBON_REQUIRED = ("timestamp", "duration", "emissions", "energy_consumed")
-
-
-def _num(row: Mapping[str, Any], key: str, where: str) -> float:
-    text = (row.get(key) or "").strip()
-    if not text:
-        return 0.0
-    try:
-        value = float(text)
-    except ValueError:
-        raise LedgerError(f"{where}: column {key!r} is not a number ({text!r})") from None
-    return value if math.isfinite(value) else 0.0
-
-
-def _local_timestamp(text: str, where: str) -> float:
-    from datetime import datetime
-
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise LedgerError(f"{where}: timestamp {text!r} is not an ISO date and time") from None
-    return moment.timestamp()  # naive times are local, as CodeCarbon writes them
-
-
-def read_codecarbon_csv(
-    path: str | os.PathLike[str],
-) -> list[tuple[dict[str, Any], list[EpochRecord]]]:
-    """Turn a CodeCarbon ``emissions.csv`` into ledger runs, one per CodeCarbon run.
-
-    Each run gets one record (stage ``"codecarbon"``) with the file's totals; CodeCarbon keeps
-    no per-epoch figures. Rows repeating a ``run_id`` (CodeCarbon appends a cumulative row at
-    every flush) count once, by the row with the longest duration.
-
-    Args:
-        path: the CSV file.
-
-    Returns:
-        (metadata, records) pairs for ``Ledger.import_runs``.
-
-    Raises:
-        LedgerError: if the file is not a CodeCarbon emissions file or a value is unreadable.
-    """
-    import csv
-    import hashlib
-
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in reader.fieldnames or []]
-            rows = [{(k or "").strip(): v for k, v in row.items()} for row in reader]
-    except OSError as exc:
-        raise LedgerError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError:
-        raise LedgerError(f"{path} is not a text CSV file") from None
-    missing = [c for c in CODECARBON_REQUIRED if c not in header]
-    if missing:
-        raise LedgerError(
-            f"{path} does not look like a CodeCarbon emissions.csv (no {', '.join(missing)} column)"
-        )
-    chosen: dict[str, tuple[int, dict[str, Any]]] = {}
-    for line, row in enumerate(rows, 2):
-        where = f"{path}:{line}"
-        key = (row.get("run_id") or "").strip()
-        if not key:
-            # Old CodeCarbon versions have no run id: each row is its own run.
-            digest = hashlib.sha1(f"{path.name}|{line}|{row.get('timestamp')}".encode())
-            key = "row-" + digest.hexdigest()[:12]
-        duration = _num(row, "duration", where)
-        if key not in chosen or duration >= _num(chosen[key][1], "duration", where):
-            chosen[key] = (line, row)
-
-    runs = []
-    for key, (line, row) in chosen.items():
-        where = f"{path}:{line}"
-        seconds = _num(row, "duration", where)
-        end = _local_timestamp(row.get("timestamp") or "", where)
-        kwh = _num(row, "energy_consumed", where)
-        g = _num(row, "emissions", where) * 1000.0
-        on_cloud = (row.get("on_cloud") or "").strip().upper() == "Y"
-        if on_cloud and row.get("cloud_provider"):
-            location = f"{row['cloud_provider'].strip()}:{(row.get('cloud_region') or '').strip()}"
-        else:
-            location = (row.get("country_iso_code") or row.get("region") or "").strip()
-        version = (row.get("codecarbon_version") or "").strip()
-        source = f"codecarbon {version}".strip()
-        record = EpochRecord(
-            epoch=0,
-            start_wall=end - seconds,
-            end_wall=end,
-            seconds=seconds,
-            energy_kwh=kwh,
-            # CodeCarbon gives no range; the record says so by having none.
-            energy_kwh_low=kwh,
-            energy_kwh_high=kwh,
-            co2_g=g,
-            co2_g_low=g,
-            co2_g_high=g,
-            energy_kwh_total=kwh,
-            co2_g_total=g,
-            power_w=kwh * 3.6e6 / seconds if seconds > 0 else 0.0,
-            intensity_g_per_kwh=g / kwh if kwh > 0 else 0.0,
-            intensity_source=source,
-            cpu_energy_kwh=_num(row, "cpu_energy", where),
-            gpu_energy_kwh=_num(row, "gpu_energy", where),
-            ram_energy_kwh=_num(row, "ram_energy", where),
-            stage="codecarbon",
-            pue=_num(row, "pue", where) or 1.0,
-        )
-        hardware = {
-            k: row[k].strip()
-            for k in ("cpu_model", "cpu_count", "gpu_model", "gpu_count", "ram_total_size", "os")
-            if (row.get(k) or "").strip()
-        }
-        meta = {
-            "run_id": f"cc-{key}",
-            "project": (row.get("project_name") or "").strip(),
-            "start_wall": end - seconds,
-            "end_wall": end,
-            "location": location,
-            "intensity_source": source,
-            "hardware": hardware,
-            "methods": {"tracking_mode": (row.get("tracking_mode") or "").strip()},
-            "source": f"codecarbon:{path.name}",
-            "codecarbon_run_id": (row.get("run_id") or "").strip(),
-            "experiment_id": (row.get("experiment_id") or "").strip(),
-            "python_version": (row.get("python_version") or "").strip(),
-        }
-        runs.append((meta, [record]))
-    return runs
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[tuple[dict[str, Any], list[EpochRecord]]]:

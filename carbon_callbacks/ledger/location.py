@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from carbon_callbacks.intensity import IntensitySource
+
+import platformdirs
 
 ENV_LEDGER = "CARBON_CALLBACKS_LEDGER"
 """Environment variable naming the ledger (a file path or a database URL)."""
@@ -19,13 +20,7 @@ ENV_LEDGER = "CARBON_CALLBACKS_LEDGER"
 
 def default_data_dir() -> Path:
     """The per-user data folder for carbon-callbacks (XDG on Linux, the OS's own elsewhere)."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "carbon-callbacks"
+    return Path(platformdirs.user_data_dir("carbon-callbacks", appauthor=False))
 
 
 def default_location() -> str:
@@ -44,7 +39,8 @@ def sqlite_path(location: str) -> Path | None:
         return Path(location[len("sqlite:///") :])
     if location.startswith("sqlite://"):
         raise ValueError(
-            f"ledger URL {location!r} has no file path; use 'sqlite:///path/to/ledger.sqlite'"
+            f"ledger location {location!r} has no file path; use "
+            "'sqlite:///path/to/ledger.sqlite' or a plain file path"
         )
     if is_url(location):
         return None
@@ -59,6 +55,23 @@ def sqlalchemy_url(location: str) -> str:
     return location
 
 
+def check_location(location: str | os.PathLike[str]) -> None:
+    """Refuse a ledger location that could never be written, without opening anything.
+
+    ``Ledger()`` and the callbacks' ``ledger=`` argument both call this, so a bad string fails
+    where it is given, not after a run that went unrecorded.
+
+    Raises:
+        ValueError: for an empty location, a ``sqlite://`` URL without a path, a malformed
+            database URL, an unknown database kind or a missing driver.
+    """
+    location = os.fspath(location)
+    if not location.strip():
+        raise ValueError("ledger location is empty; give a file path or a database URL")
+    if sqlite_path(location) is None:
+        check_url(sqlalchemy_url(location), redact(location))
+
+
 def check_url(url: str, label: str) -> None:
     """Refuse, at construction, a database URL that could never be written.
 
@@ -69,7 +82,7 @@ def check_url(url: str, label: str) -> None:
     Raises:
         ValueError: naming the location argument, ``$CARBON_CALLBACKS_LEDGER``, and the fix.
     """
-    where = f"ledger location {label!r} (the location argument or ${ENV_LEDGER})"
+    where = f"ledger location {label!r} (the ledger= or location argument, or ${ENV_LEDGER})"
     try:
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -104,14 +117,43 @@ def check_url(url: str, label: str) -> None:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" not in url or "://" not in url:
+    """The URL without its password (in the user part or the query), for messages."""
+    if "://" not in url:
         return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    try:
+        from sqlalchemy.engine import make_url
 
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - no SQLAlchemy, or not a URL it parses: hide all creds
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}" if "@" in rest else url
+    query = {k: "***" if "password" in k.lower() else v for k, v in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True)
+
+
+def identity(location: str) -> str:
+    """What a ledger is, without credentials: a SQLite file's absolute path, or a database's
+    kind, host, port and name.
+
+    Spool files are named from it, so fixing a wrong password or user name (or switching
+    between drivers of one database) finds the records spooled meanwhile.
+    """
+    path = sqlite_path(location)
+    if path is not None:
+        return os.path.abspath(path)
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(sqlalchemy_url(location))
+    except Exception:  # noqa: BLE001 - refused by check_url before any spool is named
+        return redact(location)
+    # Only the query keys that choose the server (a socket folder, a service name) stay.
+    query = {k: v for k, v in parsed.query.items() if k in ("host", "port", "service", "dbname")}
+    # set() takes a plain dict for the query but ignores None, so the credentials go by _replace.
+    where = parsed.set(drivername=parsed.get_backend_name(), query=query)._replace(
+        username=None, password=None
+    )
+    return where.render_as_string(hide_password=False)
 
 
 def digest(text: str) -> str:

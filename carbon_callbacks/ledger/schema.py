@@ -7,6 +7,7 @@ can go to a store or, while the store is down, to the spool.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -136,6 +137,11 @@ INSERT = {
 }
 
 
+def columns(table: str) -> tuple[str, ...]:
+    """The columns of one of the ledger's tables, in order."""
+    return _COLUMNS[table]
+
+
 def current_views(existing: Mapping[str, set[str]]) -> list[str]:
     """Statements that show an older ledger's tables with this code's columns, for reading.
 
@@ -167,7 +173,6 @@ def row_values(op: Mapping[str, Any]) -> dict[str, Any]:
 def is_op(op: Any) -> bool:
     """Whether a spooled JSON value is a write this code can apply."""
     return isinstance(op, dict) and op.get("table") in INSERT and isinstance(op.get("row"), dict)
-
 
 
 def check_not_newer(current: int) -> None:
@@ -333,14 +338,22 @@ def run_end(
 
 
 def epoch_record(row: Mapping[str, Any]) -> EpochRecord:
-    """The record an ``epochs`` row holds."""
-    d: dict[str, Any] = {c: float(row[c]) if row.get(c) is not None else 0.0 for c in FLOAT_COLUMNS}
-    return EpochRecord(
+    """The record an ``epochs`` row holds (a NULL figure reads as 0)."""
+    figures: dict[str, Any] = {c: row.get(c) or 0.0 for c in FLOAT_COLUMNS}
+    metrics = from_json(row.get("metrics"))
+    return EpochRecord.build(
         epoch=int(row.get("epoch") or 0),
         stage=row.get("stage") or "train",
         intensity_source=row.get("intensity_source") or "",
-        methods=from_json(row.get("methods")),
-        metrics=from_json(row.get("metrics")),
+        methods=_methods(row.get("methods") or ""),
+        metrics=metrics if isinstance(metrics, dict) else {},
         partial=bool(row.get("partial") or 0),
-        **d,
+        **figures,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _methods(text: str) -> Mapping[str, Any]:
+    # A run's rows repeat a handful of methods texts; build() copies the mapping it is given.
+    methods = from_json(text)
+    return methods if isinstance(methods, dict) else {}

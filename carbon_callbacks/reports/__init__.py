@@ -15,6 +15,7 @@ from carbon_callbacks.reports.format import (
     format_grams,
     format_time,
     render,
+    stream_render,
     text_table,
 )
 from carbon_callbacks.reports.plot import plot_run
@@ -22,7 +23,10 @@ from carbon_callbacks.reports.regions import RegionFootprint, compare_regions, r
 from carbon_callbacks.reports.summary import (
     GROUP_KEYS,
     ReportRow,
+    choose_monitor,
     ending_text,
+    epoch_cells,
+    epochs_headers,
     epochs_rows,
     gains_per_kg,
     group_value,
@@ -44,8 +48,11 @@ __all__ = [
     "ReportRow",
     "as_csv",
     "as_json",
+    "choose_monitor",
     "compare_regions",
     "ending_text",
+    "epoch_cells",
+    "epochs_headers",
     "epochs_rows",
     "equivalents",
     "format_energy",
@@ -61,6 +68,7 @@ __all__ = [
     "run_status",
     "run_summary_text",
     "runs_rows",
+    "stream_render",
     "summarize",
     "text_table",
     "train_records",

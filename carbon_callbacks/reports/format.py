@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
+import textwrap
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,25 +109,46 @@ def format_time(wall: float | None) -> str:
 
 def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A plain-text table with right-aligned numbers and a rule under the header."""
-    cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
+    return "".join(_table_lines(headers, rows, sample=None)).rstrip("\n")
+
+
+def _table_lines(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], sample: int | None
+) -> Iterator[str]:
+    """The table's lines; widths and alignment come from the first ``sample`` rows (all: None)."""
+    it = iter(rows)
+    head = [[_cell(v) for v in row] for row in itertools.islice(it, sample)]
+    cells = [[str(h) for h in headers], *head]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     # A column is numeric when every filled cell is a number ("-" is an empty cell).
     numeric = [
-        any(row[i] != "-" for row in cells[1:])
-        and all(row[i] == "-" or _is_number(row[i]) for row in cells[1:])
+        any(row[i] != "-" for row in head)
+        and all(row[i] == "-" or _is_number(row[i]) for row in head)
         for i in range(len(headers))
     ]
+    if sample is not None and len(head) == sample:
+        # More rows follow, unseen: numbers get the widest a cell prints below 1e5.
+        widths = [
+            max(w, _NUMBER_WIDTH) if num else w for w, num in zip(widths, numeric, strict=True)
+        ]
 
     def line(row: Sequence[str]) -> str:
         parts = [
             row[i].rjust(widths[i]) if numeric[i] else row[i].ljust(widths[i])
             for i in range(len(row))
         ]
-        return "  ".join(parts).rstrip()
+        return "  ".join(parts).rstrip() + "\n"
 
-    out = [line(cells[0]), "  ".join("-" * w for w in widths).rstrip()]
-    out += [line(r) for r in cells[1:]]
-    return "\n".join(out)
+    yield line(cells[0])
+    yield "  ".join("-" * w for w in widths).rstrip() + "\n"
+    for row in head:
+        yield line(row)
+    for values in it:
+        yield line([_cell(v) for v in values])
+
+
+_NUMBER_WIDTH = len("-1.234e-05")
+"""The widest number ``_cell`` writes for a value below 1e5 in magnitude."""
 
 
 def _cell(v: Any) -> str:
@@ -187,3 +210,40 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "ta
     if fmt == "json":
         return as_json(headers, rows)
     raise ValueError(f"format must be 'table', 'csv' or 'json', got {fmt!r}")
+
+
+def stream_render(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str = "table", *, sample: int = 1000
+) -> Iterator[str]:
+    """``render``, a line at a time, for tables too long to hold in memory.
+
+    The text is ``render``'s (each piece ends in a newline), except that a table of more than
+    ``sample`` rows takes its column widths and alignment from its first ``sample`` rows, its
+    number columns at least as wide as any number below 1e5 prints: a wider cell further down
+    widens its own line only.
+
+    Raises:
+        ValueError: for another format.
+    """
+    if fmt == "table":
+        yield from _table_lines(headers, rows, sample)
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(headers)
+        for row in rows:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+            writer.writerow([_written(v) for v in row])
+        yield buf.getvalue()
+    elif fmt == "json":
+        # The same text as json.dumps(list, indent=2), one object at a time.
+        opening = "[\n"
+        for row in rows:
+            item = json.dumps({h: _written(v) for h, v in zip(headers, row, strict=True)}, indent=2)
+            yield opening + textwrap.indent(item, "  ")
+            opening = ",\n"
+        yield "[]\n" if opening == "[\n" else "\n]\n"
+    else:
+        raise ValueError(f"format must be 'table', 'csv' or 'json', got {fmt!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -150,34 +150,58 @@ def report_rows(
     return headers, cells
 
 
-def runs_rows(runs: Sequence[RunInfo]) -> tuple[list[str], list[list[Any]]]:
-    """Headers and cells for the list of runs."""
+def runs_rows(
+    runs: Sequence[RunInfo], *, readable: bool = True
+) -> tuple[list[str], list[list[Any]]]:
+    """Headers and cells for the list of runs.
+
+    Args:
+        runs: the runs.
+        readable: energy and CO2e in readable units for a table (``1.2 mWh``); False for
+            numbers in base units (``energy_kwh``, ``co2_g``) and an ISO start time, as CSV
+            and JSON give them, so a spreadsheet can add them up.
+    """
     headers = [
         "run_id",
-        "started (UTC)",
+        "started (UTC)" if readable else "started_utc",
         "project",
         "team",
         "user",
         "framework",
         "epochs",
-        "energy",
-        "co2e",
+        "energy" if readable else "energy_kwh",
+        "co2e" if readable else "co2_g",
         "status",
     ]
     cells = []
     for r in runs:
         status = run_status(r)
+        energy: Any
+        co2: Any
+        if readable:
+            started, energy, co2 = (
+                format_time(r.start_wall),
+                format_energy(r.energy_kwh),
+                format_grams(r.co2_g),
+            )
+        else:
+            started = (
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.start_wall))
+                if r.start_wall
+                else ""
+            )
+            energy, co2 = r.energy_kwh, r.co2_g
         cells.append(
             [
                 r.run_id,
-                format_time(r.start_wall),
+                started,
                 r.project or "-",
                 r.team or "-",
                 r.user or "-",
                 r.framework or "-",
                 r.epochs,
-                format_energy(r.energy_kwh),
-                format_grams(r.co2_g),
+                energy,
+                co2,
                 status,
             ]
         )
@@ -208,9 +232,14 @@ _Epoch = TypeVar("_Epoch", bound=LoggedEpoch)
 
 def pick_monitor(records: Sequence[LoggedEpoch], preferred: str | None = None) -> str | None:
     """The metric to show: ``preferred`` if logged, else a validation metric, else any."""
-    names: list[str] = []
+    names: dict[str, None] = {}
     for rec in records:
-        names.extend(k for k in rec.metrics if k not in names)
+        names.update(dict.fromkeys(rec.metrics))
+    return choose_monitor(list(names), preferred)
+
+
+def choose_monitor(names: Sequence[str], preferred: str | None = None) -> str | None:
+    """``pick_monitor`` over the metric names a run logged, in the order they first appear."""
     if preferred and preferred in names:
         return preferred
     for want in ("val_acc", "val_accuracy", "val_loss", "eval_loss"):
@@ -228,6 +257,28 @@ def train_records(records: Sequence[_Epoch]) -> list[_Epoch]:
     return train or list(records)
 
 
+def _gain_step(monitor: str, mode: str | None) -> Callable[[EpochRecord], float | None]:
+    """A function giving each record's gain per kg over the one before it was given."""
+    if mode not in (None, "min", "max"):
+        raise ValueError(
+            f"mode must be 'min', 'max' or None (read from the metric's name), got {mode!r}"
+        )
+    sign = 1.0 if (mode or metric_direction(monitor) or "min") == "max" else -1.0
+    prev: float | None = None
+
+    def step(rec: EpochRecord) -> float | None:
+        nonlocal prev
+        value = rec.metric(monitor)
+        gain = None
+        if prev is not None and value is not None and rec.co2_g > 0:
+            gain = sign * (value - prev) / (rec.co2_g / 1000.0)
+        if value is not None:
+            prev = value
+        return gain
+
+    return step
+
+
 def gains_per_kg(
     records: Sequence[EpochRecord], monitor: str, mode: str | None = None
 ) -> list[float | None]:
@@ -243,40 +294,31 @@ def gains_per_kg(
     Raises:
         ValueError: When ``mode`` is not "min", "max" or None.
     """
-    if mode not in (None, "min", "max"):
-        raise ValueError(
-            f"mode must be 'min', 'max' or None (read from the metric's name), got {mode!r}"
-        )
-    sign = 1.0 if (mode or metric_direction(monitor) or "min") == "max" else -1.0
-    out: list[float | None] = []
-    prev: float | None = None
-    for rec in records:
-        value = rec.metric(monitor)
-        if prev is None or value is None or rec.co2_g <= 0:
-            out.append(None)
-        else:
-            out.append(sign * (value - prev) / (rec.co2_g / 1000.0))
-        if value is not None:
-            prev = value
-    return out
+    step = _gain_step(monitor, mode)
+    return [step(rec) for rec in records]
 
 
-def epochs_rows(
-    records: Sequence[EpochRecord], monitor: str | None = None
-) -> tuple[list[str], list[list[Any]]]:
-    """Headers and cells for a run's per-epoch table (``carbon-callbacks show``)."""
-    monitor = pick_monitor(records, monitor)
-    gains: list[float | None] = [None] * len(records)
-    if monitor:
-        train = train_records(records)
-        by_id = dict(zip(map(id, train), gains_per_kg(train, monitor), strict=True))
-        gains = [by_id.get(id(r)) for r in records]
+def epochs_headers(monitor: str | None) -> list[str]:
+    """The columns of a run's per-epoch table."""
     headers = ["epoch", "stage", "seconds", "Wh", "g CO2e", "W", "g/kWh"]
     if monitor:
         headers += [monitor, "gain/kg"]
-    headers += ["CO2e total", "methods"]
-    cells = []
-    for rec, gain in zip(records, gains, strict=True):
+    return headers + ["CO2e total", "methods"]
+
+
+def epoch_cells(
+    records: Iterable[EpochRecord], monitor: str | None, *, train_only: bool = True
+) -> Iterator[list[Any]]:
+    """The per-epoch table's rows, one record at a time (``show`` streams long runs this way).
+
+    Args:
+        records: the run's records, oldest first.
+        monitor: the metric shown, with its gain per kg (None: neither).
+        train_only: gains over training records only (None for the others), as
+            ``train_records`` chooses when the run has any; False: over every record.
+    """
+    step = _gain_step(monitor, None) if monitor else None
+    for rec in records:
         row: list[Any] = [
             rec.epoch,
             f"{rec.stage} (partial)" if rec.partial else rec.stage,
@@ -286,12 +328,21 @@ def epochs_rows(
             rec.power_w,
             rec.intensity_g_per_kwh,
         ]
-        if monitor:
+        if monitor and step is not None:
+            gain = step(rec) if rec.stage == "train" or not train_only else None
             row += [rec.metric(monitor), gain]
         methods = ",".join(f"{k}:{v}" for k, v in sorted(rec.methods.items())) or "-"
         row += [format_grams(rec.co2_g_total), methods]
-        cells.append(row)
-    return headers, cells
+        yield row
+
+
+def epochs_rows(
+    records: Sequence[EpochRecord], monitor: str | None = None
+) -> tuple[list[str], list[list[Any]]]:
+    """Headers and cells for a run's per-epoch table (``carbon-callbacks show``)."""
+    monitor = pick_monitor(records, monitor)
+    train_only = any(r.stage == "train" for r in records)
+    return epochs_headers(monitor), list(epoch_cells(records, monitor, train_only=train_only))
 
 
 def run_summary_text(run: RunInfo) -> str:

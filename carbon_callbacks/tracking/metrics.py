@@ -3,11 +3,14 @@ framework object that called them."""
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from types import FrameType
 from typing import Any
+
+from carbon_callbacks.records import EpochRecord
 
 
 def _scalar(value: Any) -> float | None:
@@ -50,3 +53,35 @@ def find_caller_instance(kind: type, max_depth: int = 16) -> Any | None:
             return candidate
         frame = frame.f_back
     return None
+
+
+
+class MissingMonitors:
+    """Warns once per fit about each monitored metric missing from the fit's first record.
+
+    Args:
+        logger: where the warning goes.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._armed = True
+
+    def rearm(self) -> None:
+        """A new fit: check its first record."""
+        self._armed = True
+
+    def check(
+        self, record: EpochRecord, monitors: Iterable[str | None], own: Collection[str]
+    ) -> None:
+        """Warn about each of ``monitors`` (not our ``own`` keys) missing from ``record``."""
+        if not self._armed:
+            return
+        self._armed = False
+        for name in dict.fromkeys(n for n in monitors if isinstance(n, str) and n):
+            if name not in record.metrics and name not in own:
+                self._logger.warning(
+                    "monitor %r was not logged by the end of epoch %d; the metrics that exist "
+                    "are: %s. Log it, or pass one of these as monitor.",
+                    name, record.epoch, ", ".join(sorted(record.metrics)) or "none",
+                )

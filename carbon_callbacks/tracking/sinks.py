@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, NoReturn, Protocol, TypeAlias, runtime_checkable
 
 from carbon_callbacks.ledger import Ledger, RunRecorder
-from carbon_callbacks.ledger.location import run_location
+from carbon_callbacks.ledger.location import check_location, default_location, run_location
 from carbon_callbacks.records import EpochRecord, RunEnd
 
 Warn = Callable[..., None]
@@ -66,9 +66,16 @@ class LedgerSink:
     Args:
         ledger: the tracker's ``ledger=`` argument (None, a path or URL, a Ledger, or False).
         warn: the tracker's warn-once, told of every failure.
+
+    Raises:
+        ValueError: for a location ``Ledger()`` would refuse (``sqlite://`` without a path, a
+            database URL whose driver is missing...), checked here without opening it, so
+            the run is refused where it is configured rather than left unrecorded.
     """
 
     def __init__(self, ledger: LedgerSpec, warn: Warn) -> None:
+        if ledger is None or isinstance(ledger, (str, os.PathLike)):
+            check_location(default_location() if ledger is None else ledger)
         self._arg = ledger
         self._warn = warn
         self._ledger: RunRecorder | None = None

@@ -180,8 +180,8 @@ def epoch_record(
 ) -> EpochRecord:
     """The record of one epoch from its window's (summed) quantities and the run's totals."""
     g_per_kwh, provenance = intensity
-    return EpochRecord(
-        epoch=int(epoch),
+    return EpochRecord.build(
+        epoch=epoch,
         start_wall=window.start_wall,
         end_wall=window.end_wall,
         seconds=window.seconds,

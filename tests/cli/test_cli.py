@@ -55,10 +55,34 @@ def filled(tmp_path: Path) -> tuple[Path, str]:
 
 
 def test_empty_ledger_is_one_clear_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()  # a ledger file with nothing written yet
     for cmd in ("runs", "report", "export"):
-        proc = _cli(cmd, env_ledger=tmp_path / "empty.sqlite")
+        proc = _cli(cmd, env_ledger=empty)
         _one_line_error(proc, "holds no runs yet")
-    assert not (tmp_path / "empty.sqlite").exists()  # reading does not create a ledger
+
+
+def test_the_default_ledger_before_any_run_holds_no_runs(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CARBON_CALLBACKS_LEDGER"}
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
+    proc = subprocess.run(
+        [sys.executable, "-m", "carbon_callbacks", "runs"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    _one_line_error(proc, "holds no runs yet")
+    assert not (tmp_path / "xdg").exists()  # reading does not create a ledger
+
+
+@pytest.mark.parametrize("cmd", ["runs", "report", "export", "show RUN", "plot RUN"])
+def test_a_mistyped_ledger_path_says_there_is_no_file_there(tmp_path: Path, cmd: str) -> None:
+    typo = tmp_path / "ledgr.sqlite"
+    args = [a.replace("RUN", "abc") for a in cmd.split()]
+    _one_line_error(_cli(*args, "--ledger", str(typo)), f"no ledger file at {typo}", "--ledger")
+    _one_line_error(_cli(*args, env_ledger=typo), f"no ledger file at {typo}", "CARBON_CALLBACKS")
+    assert not typo.exists()
 
 
 @pytest.mark.parametrize("cmd", ["show", "plot", "compare-regions"])
@@ -99,6 +123,18 @@ def test_runs_lists_the_run(filled, capsys) -> None:
     assert main(["runs", "--ledger", str(path), "--format", "json"]) == 0
     [run] = json.loads(capsys.readouterr().out)
     assert run["run_id"] == run_id and run["epochs"] == 5
+
+
+def test_runs_csv_gives_numbers_in_base_units_as_report_does(filled, capsys) -> None:
+    path, run_id = filled
+    assert main(["runs", "--ledger", str(path), "--format", "csv"]) == 0
+    [row] = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert row["run_id"] == run_id and row["status"] == "stopped early"
+    assert float(row["energy_kwh"]) == pytest.approx(0.005)
+    assert float(row["co2_g"]) == pytest.approx(2.0)
+    assert row["started_utc"].endswith("Z") and int(row["epochs"]) == 5
+    assert main(["runs", "--ledger", str(path)]) == 0
+    assert "5 Wh" in capsys.readouterr().out  # the table keeps readable units
 
 
 def test_since_is_midnight_utc_even_on_summer_time(tmp_path: Path) -> None:
@@ -145,6 +181,37 @@ def test_show_prints_every_epoch_with_metric_and_gain(filled, capsys) -> None:
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]
     assert float(rows[4]["val_acc"]) == pytest.approx(0.5 + 0.4 - 0.16)
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_show_of_a_run_longer_than_it_holds_prints_what_the_whole_table_would(
+    tmp_path: Path, capsys, monkeypatch, fmt: str
+) -> None:
+    from carbon_callbacks.cli import commands
+    from carbon_callbacks.reports import epochs_rows, render
+
+    monkeypatch.setattr(commands, "SHOW_SAMPLE", 40)  # a long run, in miniature
+    path = tmp_path / "l.sqlite"
+    ledger = Ledger.open(path)
+    run_id = ledger.start_run({"project": "long"})
+    records = [make_record(i, metric=0.5 + 0.001 * i) for i in range(150)]
+    records[3] = make_record(3, stage="eval")  # not a training epoch: no gain of its own
+    ledger.import_runs([({"run_id": run_id}, records)])
+    ledger.close()
+    assert main(["show", run_id, "--ledger", str(path), "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    whole = render(*epochs_rows(records), fmt)
+    if fmt != "table":
+        assert out == (whole if whole.endswith("\n") else whole + "\n")
+        return
+    # The table's cells are the same; its number columns are as wide as any number below
+    # 1e5 prints, since the rows past the first 40 were not seen when the widths were set.
+    lines = out.splitlines()
+    table = lines[lines.index("") + 1 :]
+    expected = whole.splitlines()
+    assert table[0].split() == expected[0].split()  # the header; then the rule, then:
+    assert [ln.split() for ln in table[2:]] == [ln.split() for ln in expected[2:]]
+    assert len({len(ln) for ln in table[2:]}) == 1  # every epoch line aligned
 
 
 def test_compare_regions_lists_lowest_first(filled, capsys) -> None:
@@ -202,6 +269,25 @@ def test_spool_flush_writes_records_kept_while_the_file_was_corrupt(tmp_path: Pa
     proc = _cli("spool", "flush", "--ledger", str(path))
     assert proc.returncode == 0 and "wrote 2 spooled records" in proc.stdout
     assert [e.epoch for e in Ledger.open(path).epochs(run_id)] == [0]
+
+
+def test_spool_flush_takes_a_spool_file_for_another_ledger(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    # Records spooled for a database that is gone for good go to a SQLite ledger instead.
+    spool = tmp_path / "team.spool.jsonl"
+    dead = Ledger.open("postgresql://u:pw@127.0.0.1:9/team", spool=spool, max_wait=5)
+    run_id = dead.start_run({"project": "moved"})
+    dead.add_epoch(run_id, make_record(0))
+    dead.close()
+    target = tmp_path / "l.sqlite"
+    proc = _cli("spool", "flush", str(spool), "--ledger", str(target))
+    assert proc.returncode == 0 and "wrote 2 spooled records" in proc.stdout, proc.stderr
+    [run] = Ledger.open(target).runs()
+    assert run.run_id == run_id and run.project == "moved" and run.epochs == 1
+    _one_line_error(
+        _cli("spool", "flush", str(tmp_path / "nope.jsonl"), "--ledger", str(target)),
+        "no spool file at",
+    )
 
 
 def test_help_lists_every_subcommand() -> None:

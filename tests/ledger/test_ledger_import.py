@@ -253,3 +253,29 @@ def test_reimporting_an_older_export_without_uids_adds_only_new_epochs(tmp_path:
     src.add_epoch(run_id, make_record(3))
     import_files(dst, [without_uids(_export(src, tmp_path / "2.jsonl"))])
     assert [e.epoch for e in dst.epochs(run_id)] == [0, 1, 2, 3]
+
+
+def test_a_codecarbon_row_cut_short_is_refused_naming_its_line(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "emissions.csv", [_cc_row(), _cc_row(run_id="second")])
+    text = path.read_text()
+    # A kill or a full disk while CodeCarbon appended its row: the file ends mid-row.
+    path.write_text(text[: text.rindex("\n", 0, len(text) - 1) + 60])
+    ledger = Ledger.open(tmp_path / "l.sqlite")
+    with pytest.raises(LedgerError, match=r"emissions\.csv:3: the row has 7 of the header's 34"):
+        import_files(ledger, [path])
+    assert ledger.runs() == []  # nothing from that file is written
+
+
+def test_a_codecarbon_row_with_an_empty_energy_is_refused_naming_its_line(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "emissions.csv", [_cc_row(), _cc_row(energy_consumed="")])
+    with pytest.raises(LedgerError, match=r"emissions\.csv:3: column 'energy_consumed' is empty"):
+        read_codecarbon_csv(path)
+
+
+def test_codecarbon_intensity_is_the_exact_quotient_of_the_file_figures(tmp_path: Path) -> None:
+    # As floats, 0.000168 kg x 1000 / 0.003 kWh is 55.99999999999999 g/kWh.
+    assert 0.000168 * 1000.0 / 0.003 != 56.0
+    row = _cc_row(emissions="0.000168", energy_consumed="0.003")
+    [(_, [rec])] = read_codecarbon_csv(_write_csv(tmp_path / "emissions.csv", [row]))
+    assert rec.intensity_g_per_kwh == 56.0
+    assert rec.co2_g == 0.168 and rec.energy_kwh == 0.003

@@ -1,19 +1,11 @@
 """The team ledger on a real PostgreSQL server started from Debian's packages on 127.0.0.1.
 
-The server is started for this module (``initdb`` + ``pg_ctl`` in a temp folder, a free port,
-as user ``postgres`` when running as root since the server refuses root) and stopped after.
+The server is started for this module (``tests/helpers/postgres_server.py``) and stopped after.
 Where it cannot be started, the tests skip and say why.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,81 +13,22 @@ import pytest
 
 from carbon_callbacks.ledger import SCHEMA_VERSION, Ledger
 from tests.helpers.ledger_records import make_record
+from tests.helpers.postgres_server import PostgresServer, Unavailable
 
 pytest.importorskip("sqlalchemy", reason="the PostgreSQL ledger needs SQLAlchemy")
 pytest.importorskip("psycopg", reason="the PostgreSQL ledger needs psycopg 3")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _as_server_user(cmd: list[str]) -> list[str]:
-    if os.geteuid() != 0:
-        return cmd
-    runuser = shutil.which("runuser")
-    if runuser:
-        return [runuser, "-u", "postgres", "--", *cmd]
-    return ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(cmd)]
-
-
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does it)")
-    bindir = Path(found[-1]).parent
-    datadir = tempfile.mkdtemp(prefix="cc-pg-")
-    if os.geteuid() == 0:
-        try:
-            pg = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
-        os.chown(datadir, pg.pw_uid, pg.pw_gid)
-    port = _free_port()
-    pgdata = os.path.join(datadir, "data")
     try:
-        subprocess.run(
-            _as_server_user(
-                [str(bindir / "initdb"), "-D", pgdata, "-A", "trust", "-U", "postgres"]
-            ),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        subprocess.run(
-            _as_server_user(
-                [
-                    str(bindir / "pg_ctl"),
-                    "-D",
-                    pgdata,
-                    "-l",
-                    os.path.join(datadir, "log"),
-                    "-o",
-                    f"-p {port} -k {datadir} -c listen_addresses=127.0.0.1",
-                    "-w",
-                    "start",
-                ]
-            ),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    except (subprocess.SubprocessError, OSError) as exc:
-        detail = getattr(exc, "stderr", b"") or b""
-        shutil.rmtree(datadir, ignore_errors=True)
-        pytest.skip(f"could not start PostgreSQL from {bindir}: {exc} {detail.decode()[-300:]}")
+        server = PostgresServer().start()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield server.url
     finally:
-        subprocess.run(
-            _as_server_user([str(bindir / "pg_ctl"), "-D", pgdata, "-m", "fast", "stop"]),
-            capture_output=True,
-            timeout=60,
-        )
-        shutil.rmtree(datadir, ignore_errors=True)
+        server.remove()
 
 
 def test_postgres_ledger_round_trip(postgres_url: str) -> None:
@@ -111,6 +44,7 @@ def test_postgres_ledger_round_trip(postgres_url: str) -> None:
 
     again = Ledger.open(postgres_url)  # a fresh connection sees what was committed
     assert again.epochs(run_id) == records
+    assert list(again.iter_epochs(run_id)) == records  # from a server-side cursor
     run = again.run(run_id)
     assert (run.project, run.team) == ("team-pg", "nlp")
     assert run.hyperparameters == {"lr": 3e-4}
